@@ -1,0 +1,45 @@
+"""agts: a trading bot's metrics, orders, fills, positions and risk decisions in TimescaleDB,
+handed back as Polars DataFrames.
+
+Everything users may touch is imported here; other modules are private.
+"""
+
+from agts._engine import StorageEngine, connect
+from agts.config import StorageConfig
+from agts.db import ServerInfo
+from agts.errors import (
+    BackpressureError,
+    ConfigError,
+    ConflictError,
+    ConnectError,
+    ConstraintError,
+    EditionError,
+    MigrationError,
+    QueryError,
+    ResultTooLargeError,
+    SpoolFullError,
+    StorageError,
+    ValidationError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackpressureError",
+    "ConfigError",
+    "ConflictError",
+    "ConnectError",
+    "ConstraintError",
+    "EditionError",
+    "MigrationError",
+    "QueryError",
+    "ResultTooLargeError",
+    "ServerInfo",
+    "SpoolFullError",
+    "StorageConfig",
+    "StorageEngine",
+    "StorageError",
+    "ValidationError",
+    "__version__",
+    "connect",
+]

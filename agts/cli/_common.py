@@ -1,0 +1,35 @@
+"""Helpers shared by the subcommands: connecting from the global flags, printing results."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import date, datetime
+from typing import Any
+
+from agts._engine import StorageEngine, connect
+from agts.config import StorageConfig
+
+
+def engine_from_args(args: argparse.Namespace) -> StorageEngine:
+    """Connect using ``--dsn`` / ``--config`` / the environment / the local default."""
+    if getattr(args, "dsn", None):
+        return connect(StorageConfig.from_dsn(args.dsn))
+    if getattr(args, "config", None):
+        return connect(StorageConfig.load(args.config))
+    return connect()
+
+
+def add_json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def print_json(data: Any) -> None:
+    def default(value: Any) -> Any:
+        if isinstance(value, datetime | date):
+            return value.isoformat()
+        if hasattr(value, "__dataclass_fields__"):
+            return {k: getattr(value, k) for k in value.__dataclass_fields__}
+        return str(value)
+
+    print(json.dumps(data, default=default, indent=2, sort_keys=True))

@@ -1,0 +1,250 @@
+"""Connections: one psycopg pool for control statements, pooled ADBC connections for bulk data.
+
+:class:`Database` opens both lazily except for one probe connection at construction, which fails
+fast (within ``connection_timeout_sec``) with a :class:`~agts.errors.ConnectError` that names host
+and port but never the password. It also reads the server's capabilities (:class:`ServerInfo`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from agts.config import DatabaseConfig
+from agts.errors import ConnectError, EditionError, StorageError, translate
+
+__all__ = ["Database", "Edition", "ServerInfo"]
+
+log = logging.getLogger(__name__)
+
+Edition = Literal["apache", "community"]
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What the server is and can do, read at connect time.
+
+    Attributes
+    ----------
+    postgres_version : str
+        For example ``"15.18"``.
+    timescaledb_version : str or None
+        Version of the ``timescaledb`` extension installed in this database, or of the one
+        available to install if it is not created yet.
+    timescaledb_installed : bool
+        Whether ``CREATE EXTENSION timescaledb`` has been run in this database.
+    edition : {"apache", "community"}
+        ``timescaledb.license``: ``apache`` gives hypertables and chunks only; ``community``
+        (license ``timescale``) adds columnstore, continuous aggregates and policies.
+    """
+
+    postgres_version: str
+    postgres_version_num: int
+    timescaledb_version: str | None
+    timescaledb_installed: bool
+    edition: Edition
+    database: str
+    user: str
+
+    @property
+    def community(self) -> bool:
+        """True on the Community (Timescale License) edition."""
+        return self.edition == "community"
+
+    def require_community(self, feature: str, alternative: str) -> None:
+        """Raise :class:`EditionError` unless this is the Community edition."""
+        if not self.community:
+            raise EditionError(
+                f"{feature} needs the TimescaleDB Community edition; this server runs the "
+                f"{self.edition} edition (timescaledb.license = 'apache'). {alternative}"
+            )
+
+
+class Database:
+    """The engine's connections to one database.
+
+    Parameters
+    ----------
+    config
+        Where to connect and the pool's size and timeouts.
+
+    Raises
+    ------
+    ConnectError
+        The server cannot be reached within ``connection_timeout_sec`` or refuses the login.
+    StorageError
+        The server has no TimescaleDB extension available.
+    """
+
+    def __init__(self, config: DatabaseConfig) -> None:
+        self.config = config
+        self._conninfo = config.conninfo()
+        self.server = self._probe()
+        self._pool = ConnectionPool(
+            self._conninfo,
+            min_size=1,
+            max_size=config.max_connections,
+            timeout=config.connection_timeout_sec,
+            open=False,
+            name="agts",
+            check=ConnectionPool.check_connection,
+        )
+        self._adbc_idle: list[Any] = []
+        self._adbc_lock = threading.Lock()
+        self._adbc_max_idle = max(1, min(4, config.max_connections))
+        self._closed = False
+        try:
+            self._pool.open(wait=True, timeout=config.connection_timeout_sec)
+        except PoolTimeout as exc:
+            self._pool.close()
+            raise ConnectError(
+                f"cannot open a connection pool to {config.describe()} within "
+                f"{config.connection_timeout_sec:g}s"
+            ) from exc
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the pool and every idle ADBC connection. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._pool.close()
+        with self._adbc_lock:
+            idle, self._adbc_idle = self._adbc_idle, []
+        for conn in idle:
+            _close_quietly(conn)
+
+    def refresh_server_info(self) -> ServerInfo:
+        """Read the capabilities again (after ``CREATE EXTENSION`` for example)."""
+        with self.connection() as conn:
+            self.server = _server_info(conn)
+        return self.server
+
+    # -- psycopg (control plane) -------------------------------------------------------------
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled psycopg connection; the block runs in a transaction committed on success."""
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except PoolTimeout as exc:
+            raise ConnectError(
+                f"no database connection available from {self.config.describe()} within "
+                f"{self.config.connection_timeout_sec:g}s (pool of {self.config.max_connections})"
+            ) from exc
+
+    # -- ADBC (bulk data) --------------------------------------------------------------------
+
+    @contextmanager
+    def adbc(self) -> Iterator[Any]:
+        """An ADBC DBAPI connection (autocommit off) for Arrow in and out.
+
+        The block must commit what it writes; on an exception the connection is rolled back and
+        discarded, so a half-done COPY never leaks into the next user.
+        """
+        conn = None
+        with self._adbc_lock:
+            if self._adbc_idle:
+                conn = self._adbc_idle.pop()
+        if conn is None:
+            conn = self._adbc_connect()
+        try:
+            yield conn
+        except BaseException:
+            _close_quietly(conn)
+            raise
+        else:
+            try:
+                conn.rollback()  # end any read transaction the block left open
+            except Exception:
+                _close_quietly(conn)
+                return
+            with self._adbc_lock:
+                if not self._closed and len(self._adbc_idle) < self._adbc_max_idle:
+                    self._adbc_idle.append(conn)
+                    return
+            _close_quietly(conn)
+
+    def _adbc_connect(self) -> Any:
+        import adbc_driver_postgresql.dbapi as adbc_dbapi
+
+        try:
+            return adbc_dbapi.connect(self._conninfo)
+        except Exception as exc:
+            raise ConnectError(
+                f"cannot open an ADBC connection to {self.config.describe()}: "
+                f"{_first_line(exc)}"
+            ) from None
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _probe(self) -> ServerInfo:
+        try:
+            with psycopg.connect(self._conninfo, autocommit=True) as conn:
+                return _server_info(conn)
+        except psycopg.OperationalError as exc:
+            transient = "password authentication failed" not in str(exc)
+            raise ConnectError(
+                f"cannot connect to {self.config.describe()}: {_first_line(exc)}",
+                transient=transient,
+            ) from None
+        except psycopg.Error as exc:
+            raise translate(exc, action=f"connect to {self.config.describe()}") from None
+
+
+def _server_info(conn: psycopg.Connection[Any]) -> ServerInfo:
+    row = conn.execute(
+        """
+        SELECT current_setting('server_version'),
+               current_setting('server_version_num')::int,
+               (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'),
+               (SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb'),
+               current_setting('timescaledb.license', true),
+               current_database(), current_user
+        """
+    ).fetchone()
+    assert row is not None
+    version, version_num, installed, available, license_, database, user = row
+    if installed is None and available is None:
+        raise StorageError(
+            f"TimescaleDB is not available on the server of database {database!r} "
+            f"(PostgreSQL {version}): install the extension (agts local start does it on "
+            "Debian/Ubuntu) or use the docker-compose.yml service"
+        )
+    edition: Edition = "apache" if (license_ or "apache") == "apache" else "community"
+    if installed is None:
+        # The license setting only exists once the library is loaded; without the extension the
+        # answer comes from shared_preload_libraries at best. Report apache until it is created.
+        edition = "community" if license_ == "timescale" else "apache"
+    return ServerInfo(
+        postgres_version=str(version).split()[0],
+        postgres_version_num=int(version_num),
+        timescaledb_version=installed or available,
+        timescaledb_installed=installed is not None,
+        edition=edition,
+        database=str(database),
+        user=str(user),
+    )
+
+
+def _close_quietly(conn: Any) -> None:
+    try:
+        conn.close()
+    except Exception:
+        log.debug("ignoring error while closing a discarded connection", exc_info=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    from agts.errors import redact
+
+    text = str(exc).strip()
+    return redact(text.splitlines()[0] if text else type(exc).__name__)

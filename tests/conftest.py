@@ -1,0 +1,118 @@
+"""Test fixtures: a real TimescaleDB and an isolated database for every test.
+
+The server is ``$AGTS_TEST_DSN`` (a superuser DSN of any TimescaleDB server, e.g. the docker-compose
+service) or else the local default cluster, started on demand. A migrated template database is
+built once per session; each test gets ``CREATE DATABASE ... TEMPLATE`` of it and drops it after.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from psycopg import sql
+
+import agts
+from agts.config import StorageConfig
+
+TEMPLATE = f"agts_test_template_{os.getpid()}"
+
+
+def _base_config() -> StorageConfig:
+    dsn = os.environ.get("AGTS_TEST_DSN")
+    if dsn:
+        return StorageConfig.from_dsn(dsn)
+    from agts.db import _local
+
+    if not _local.status().running:
+        _local.start()
+    return StorageConfig.load(env={})
+
+
+def _admin(config: StorageConfig) -> psycopg.Connection:
+    cfg = config.with_overrides(database={"database": "postgres"})
+    conninfo = cfg.database.conninfo()
+    if cfg.database.dsn:
+        conninfo = psycopg.conninfo.make_conninfo(conninfo, dbname="postgres")
+    return psycopg.connect(conninfo, autocommit=True)
+
+
+def _for_database(config: StorageConfig, name: str) -> StorageConfig:
+    if config.database.dsn:
+        dsn = psycopg.conninfo.make_conninfo(config.database.dsn, dbname=name)
+        return config.with_overrides(database={"dsn": dsn, "database": name})
+    return config.with_overrides(database={"database": name})
+
+
+@pytest.fixture(scope="session")
+def base_config() -> StorageConfig:
+    return _base_config()
+
+
+@pytest.fixture(scope="session")
+def template_database(base_config: StorageConfig) -> Iterator[str]:
+    with _admin(base_config) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(TEMPLATE)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
+    with agts.connect(_for_database(base_config, TEMPLATE)) as engine:
+        engine.migrate()
+    yield TEMPLATE
+    with _admin(base_config) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(TEMPLATE)))
+
+
+def _new_database(base_config: StorageConfig, template: str | None) -> str:
+    name = f"agts_test_{uuid.uuid4().hex[:12]}"
+    with _admin(base_config) as conn:
+        if template:
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template)))
+        else:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return name
+
+
+def _drop_database(base_config: StorageConfig, name: str) -> None:
+    with _admin(base_config) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def config(base_config: StorageConfig, template_database: str) -> Iterator[StorageConfig]:
+    """Settings for a fresh, fully migrated database of this test's own."""
+    name = _new_database(base_config, template_database)
+    try:
+        yield _for_database(base_config, name)
+    finally:
+        _drop_database(base_config, name)
+
+
+@pytest.fixture
+def blank_config(base_config: StorageConfig) -> Iterator[StorageConfig]:
+    """Settings for a fresh database with no migrations applied."""
+    name = _new_database(base_config, None)
+    try:
+        yield _for_database(base_config, name)
+    finally:
+        _drop_database(base_config, name)
+
+
+@pytest.fixture
+def engine(config: StorageConfig) -> Iterator[agts.StorageEngine]:
+    """A connected engine on this test's own migrated database."""
+    with agts.connect(config) as eng:
+        yield eng
+
+
+@pytest.fixture
+def community(engine: agts.StorageEngine) -> agts.StorageEngine:
+    """The engine, on the Community edition only; skips with the reason otherwise."""
+    if not engine.server.community:
+        pytest.skip(
+            f"needs the TimescaleDB Community edition; this server runs the {engine.server.edition} "
+            "edition (set AGTS_TEST_DSN to a Community server, e.g. docker-compose)"
+        )
+    return engine
