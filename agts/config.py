@@ -105,10 +105,10 @@ class DatabaseConfig:
         env_password = os.environ.get("PGPASSWORD")
         if env_password:
             return env_password
-        if self.dsn is None and self.host in {"127.0.0.1", "localhost"} and self.port == LOCAL_PORT:
-            # The local default cluster (agts local start) keeps its generated password here.
-            from agts.db._local import local_password
+        from agts.db._local import local_password, local_port
 
+        if self.dsn is None and self.host in {"127.0.0.1", "localhost"} and self.port == local_port():
+            # The local default cluster (agts local start) keeps its generated password here.
             return local_password()
         return None
 

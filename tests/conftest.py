@@ -107,12 +107,42 @@ def engine(config: StorageConfig) -> Iterator[agts.StorageEngine]:
         yield eng
 
 
+def _community_base() -> StorageConfig | None:
+    dsn = os.environ.get("AGTS_TEST_COMMUNITY_DSN")
+    return StorageConfig.from_dsn(dsn) if dsn else None
+
+
 @pytest.fixture
-def community(engine: agts.StorageEngine) -> agts.StorageEngine:
-    """The engine, on the Community edition only; skips with the reason otherwise."""
-    if not engine.server.community:
-        pytest.skip(
-            f"needs the TimescaleDB Community edition; this server runs the {engine.server.edition} "
-            "edition (set AGTS_TEST_DSN to a Community server, e.g. docker-compose)"
-        )
-    return engine
+def community(request: pytest.FixtureRequest, base_config: StorageConfig) -> Iterator[agts.StorageEngine]:
+    """An engine on a fresh migrated database of a Community-edition server; skips otherwise.
+
+    The server is ``$AGTS_TEST_COMMUNITY_DSN`` when set (a superuser DSN), else the main test server
+    if it runs the Community edition.
+    """
+    server = _community_base() or base_config
+    name = _new_database(server, None)
+    try:
+        with agts.connect(_for_database(server, name)) as eng:
+            if not eng.server.community:
+                pytest.skip(
+                    "needs the TimescaleDB Community edition; the test server runs the "
+                    f"{eng.server.edition} edition (set AGTS_TEST_COMMUNITY_DSN to a Community "
+                    "server, e.g. the docker-compose service)"
+                )
+            eng.migrate()
+            yield eng
+    finally:
+        _drop_database(server, name)
+
+
+@pytest.fixture(params=["apache", "community"])
+def any_edition(request: pytest.FixtureRequest) -> agts.StorageEngine:
+    """The test runs once per edition: on ``engine`` (Apache) and on ``community``; each skips
+    with the reason where that edition is not available."""
+    if request.param == "community":
+        return request.getfixturevalue("community")
+    eng: agts.StorageEngine = request.getfixturevalue("engine")
+    if eng.server.community:
+        pytest.skip("the main test server runs the Community edition; the Apache path needs a server "
+                    "with timescaledb.license = 'apache' (the local default cluster)")
+    return eng

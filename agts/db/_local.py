@@ -6,6 +6,7 @@ directory, and starts it on ``127.0.0.1:55432`` with ``timescaledb`` preloaded a
 The superuser ``agts`` gets a generated password kept in ``<local dir>/password`` (mode 0600); the
 default configuration reads it from there. Every step is idempotent.
 
+``$AGTS_LOCAL_PORT`` picks another port (the default configuration then needs the same port).
 The directory is ``$AGTS_LOCAL_DIR``, else ``/var/lib/agts/local`` for root, else
 ``~/.local/share/agts/local``. PostgreSQL refuses to run as root, so when started by root the
 cluster runs as the ``postgres`` system user (``$AGTS_LOCAL_OS_USER`` to choose another).
@@ -26,7 +27,7 @@ from pathlib import Path
 from agts.config import LOCAL_DATABASE, LOCAL_PORT, LOCAL_USER
 from agts.errors import ConnectError, StorageError
 
-__all__ = ["LocalStatus", "local_dir", "local_password", "start", "status", "stop"]
+__all__ = ["LocalStatus", "local_dir", "local_password", "local_port", "start", "status", "stop"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,16 @@ def local_dir() -> Path:
     if os.geteuid() == 0:
         return Path("/var/lib/agts/local")
     return Path.home() / ".local" / "share" / "agts" / "local"
+
+
+def local_port() -> int:
+    """The port of the local cluster: ``$AGTS_LOCAL_PORT``, else 55432."""
+    value = os.environ.get("AGTS_LOCAL_PORT")
+    if not value:
+        return LOCAL_PORT
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise StorageError(f"AGTS_LOCAL_PORT must be a port number, got {value!r}")
+    return int(value)
 
 
 def local_password() -> str | None:
@@ -139,7 +150,7 @@ def status() -> LocalStatus:
     if initialized and bindir is not None:
         running = _run([str(bindir / "pg_ctl"), "-D", str(data), "status"], check=False).returncode == 0
     return LocalStatus(
-        directory=str(directory), initialized=initialized, running=running, port=LOCAL_PORT,
+        directory=str(directory), initialized=initialized, running=running, port=local_port(),
         bindir=str(bindir) if bindir else None,
         timescaledb_installed=bool(bindir and _timescaledb_installed(bindir)),
     )
@@ -184,7 +195,7 @@ def start(*, install: bool = True) -> LocalStatus:
         _initdb(bindir, directory, data, run_dir)
     current = status()
     if current.running:
-        log.info("local cluster already running on port %s", LOCAL_PORT)
+        log.info("local cluster already running on port %s", local_port())
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
         _chown(run_dir)
@@ -199,7 +210,7 @@ def start(*, install: bool = True) -> LocalStatus:
         if result.returncode != 0:
             tail = logfile.read_text(errors="replace")[-2000:] if logfile.exists() else ""
             raise StorageError(f"starting the local cluster failed:\n{result.stderr}\n{tail}")
-        log.info("local cluster started on 127.0.0.1:%s", LOCAL_PORT)
+        log.info("local cluster started on 127.0.0.1:%s", local_port())
     _ensure_database()
     return status()
 
@@ -243,7 +254,7 @@ def _initdb(bindir: Path, directory: Path, data: Path, run_dir: Path) -> None:
         raise StorageError(f"initdb failed: {result.stderr.strip()[-2000:]}")
     settings = {
         "listen_addresses": "'127.0.0.1'",
-        "port": str(LOCAL_PORT),
+        "port": str(local_port()),
         "unix_socket_directories": f"'{run_dir}'",
         "shared_preload_libraries": "'timescaledb'",
         "timescaledb.telemetry_level": "off",
@@ -268,7 +279,7 @@ def _ensure_database() -> None:
 
     from agts.config import DatabaseConfig
 
-    cfg = DatabaseConfig(database="postgres", password=local_password())
+    cfg = DatabaseConfig(database="postgres", port=local_port(), password=local_password())
     try:
         with psycopg.connect(cfg.conninfo(), autocommit=True) as conn:
             exists = conn.execute(
@@ -278,4 +289,4 @@ def _ensure_database() -> None:
                 conn.execute(f'CREATE DATABASE "{LOCAL_DATABASE}"')
                 log.info("created database %s", LOCAL_DATABASE)
     except psycopg.Error as exc:
-        raise ConnectError(f"cannot reach the local cluster on 127.0.0.1:{LOCAL_PORT}: {exc}") from exc
+        raise ConnectError(f"cannot reach the local cluster on 127.0.0.1:{local_port()}: {exc}") from exc
