@@ -8,6 +8,7 @@ built once per session; each test gets ``CREATE DATABASE ... TEMPLATE`` of it an
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -59,6 +60,10 @@ def template_database(base_config: StorageConfig) -> Iterator[str]:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
     with agts.connect(_for_database(base_config, TEMPLATE)) as engine:
         engine.migrate()
+        with engine.db.connection() as conn:
+            # TimescaleDB's scheduler keeps a session in every database that has the extension,
+            # and CREATE DATABASE ... TEMPLATE refuses a template with sessions: stop it here.
+            conn.execute("SELECT timescaledb_pre_restore()")
     yield TEMPLATE
     with _admin(base_config) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(TEMPLATE)))
@@ -68,8 +73,15 @@ def _new_database(base_config: StorageConfig, template: str | None) -> str:
     name = f"agts_test_{uuid.uuid4().hex[:12]}"
     with _admin(base_config) as conn:
         if template:
-            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(name), sql.Identifier(template)))
+            for attempt in range(50):
+                try:
+                    conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                        sql.Identifier(name), sql.Identifier(template)))
+                    break
+                except psycopg.errors.ObjectInUse:
+                    if attempt == 49:
+                        raise
+                    time.sleep(0.1)
         else:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     return name

@@ -1,0 +1,5 @@
+import sys
+
+from agts.cli import main
+
+sys.exit(main())

@@ -1,0 +1,151 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agts import ConfigError, StorageConfig
+from agts.errors import redact
+
+
+def test_defaults_are_the_seed_values() -> None:
+    cfg = StorageConfig.load(env={})
+    assert (cfg.ingestion.batch_size, cfg.ingestion.flush_interval_ms, cfg.ingestion.max_buffer_size) == (
+        1000, 100, 10000)
+    assert (cfg.retention.metrics_retention_days, cfg.retention.execution_retention_days,
+            cfg.retention.compression_after_days) == (90, 365, 7)
+    assert (cfg.query.max_results, cfg.query.cache_ttl_sec) == (10000, 60.0)
+    assert (cfg.database.max_connections, cfg.database.connection_timeout_sec) == (10, 5.0)
+    assert cfg.database.database == "ag_botkit"
+    assert cfg.source == "defaults"
+
+
+def test_file_then_environment_then_arguments(tmp_path: Path) -> None:
+    path = tmp_path / "agts.yaml"
+    path.write_text(
+        "database:\n  host: db.internal\n  port: 6543\n"
+        "ingestion:\n  batch_size: 2000\n  max_buffer_size: 50000\n"
+        "retention:\n  per_metric_days: {latency_ms: 7}\n"
+    )
+    env = {"AGTS_INGESTION__BATCH_SIZE": "3000", "AGTS_QUERY__CACHE_TTL_SEC": "2.5"}
+    cfg = StorageConfig.load(path, env=env, overrides={"query": {"max_results": 5}})
+    assert cfg.database.host == "db.internal"
+    assert cfg.database.port == 6543
+    assert cfg.ingestion.batch_size == 3000  # environment beats the file
+    assert cfg.ingestion.max_buffer_size == 50000
+    assert cfg.query.cache_ttl_sec == 2.5
+    assert cfg.query.max_results == 5  # arguments beat everything
+    assert cfg.retention.per_metric_days == {"latency_ms": 7}
+    assert cfg.source == f"defaults < {path} < environment < arguments"
+
+
+def test_config_file_named_by_environment(tmp_path: Path) -> None:
+    path = tmp_path / "x.yaml"
+    path.write_text("query:\n  max_results: 77\n")
+    assert StorageConfig.load(env={"AGTS_CONFIG": str(path)}).query.max_results == 77
+
+
+def test_dsn_from_environment_wins_over_fields() -> None:
+    cfg = StorageConfig.load(env={"AGTS_DSN": "host=h1 port=7000 dbname=d1 user=u1"})
+    conninfo = cfg.database.conninfo()
+    assert "host=h1" in conninfo and "port=7000" in conninfo and "dbname=d1" in conninfo
+    assert cfg.database.describe() == "u1@h1:7000/d1"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        pytest.param({"ingestion": {"batch_size": 0}},
+                     "ingestion.batch_size must be a positive number, got 0", id="zero-batch"),
+        pytest.param({"ingestion": {"batch_size": "many"}},
+                     "ingestion.batch_size must be an integer, got 'many'", id="text-batch"),
+        pytest.param({"ingestion": {"batch_size": 20000}},
+                     r"ingestion.max_buffer_size must be at least ingestion.batch_size \(20000\), got 10000",
+                     id="buffer-smaller-than-batch"),
+        pytest.param({"ingestion": {"backpressure": "panic"}},
+                     "ingestion.backpressure must be one of 'block', 'raise', 'drop_oldest', got 'panic'",
+                     id="bad-policy"),
+        pytest.param({"database": {"port": 70000}},
+                     "database.port must be a positive number and at most 65535, got 70000", id="port"),
+        pytest.param({"database": {"sslmode": "maybe"}},
+                     "database.sslmode must be one of 'disable', .* got 'maybe'", id="sslmode"),
+        pytest.param({"database": {"colour": "blue"}},
+                     "unknown key in section 'database': 'colour'; allowed: application_name", id="key"),
+        pytest.param({"storage": {}}, "unknown section in arguments: 'storage'", id="section"),
+        pytest.param({"retention": {"per_metric_days": {"x": -1}}},
+                     r"retention.per_metric_days\['x'\] must be a positive integer, got -1", id="per-metric"),
+        pytest.param({"query": {"cache_ttl_sec": -1}},
+                     "query.cache_ttl_sec must be zero or a positive number, got -1.0", id="ttl"),
+    ],
+)
+def test_invalid_values_name_key_value_and_allowed(overrides: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        StorageConfig.load(env={}, overrides=overrides)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param("database: [1, 2", "is not valid YAML", id="syntax"),
+        pytest.param("- a\n- b\n", "must hold a mapping of sections", id="list"),
+        pytest.param("database: 5\n", "database in .* must be a mapping, got 5", id="scalar-section"),
+    ],
+)
+def test_bad_files_are_rejected(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        StorageConfig.load(path, env={})
+
+
+def test_missing_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"config file '.*nope.yaml' cannot be read"):
+        StorageConfig.load(tmp_path / "nope.yaml", env={})
+
+
+def test_unknown_environment_section_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="unknown section in environment variable AGTS_STORGE__X"):
+        StorageConfig.load(env={"AGTS_STORGE__X": "1"})
+
+
+def test_passwords_never_shown() -> None:
+    cfg = StorageConfig.load(env={}, overrides={"database": {
+        "password": "hunter2", "dsn": "postgresql://bob:s3cret@db:5432/x"}})
+    for text in (repr(cfg), repr(cfg.database), str(cfg)):
+        assert "hunter2" not in text and "s3cret" not in text
+    assert "password='***'" in repr(cfg.database)
+    # ...but the connection string has them
+    assert "s3cret" in cfg.database.conninfo()
+
+
+def test_password_file_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("from-file\n")
+    cfg = StorageConfig.load(env={"AGTS_DATABASE__PASSWORD_FILE": str(secret)})
+    assert cfg.database.resolved_password() == "from-file"
+    monkeypatch.setenv("PGPASSWORD", "from-env")
+    assert StorageConfig.load(env={}, overrides={"database": {"port": 1}}).database.resolved_password() \
+        == "from-env"
+    gone = StorageConfig.load(env={"AGTS_DATABASE__PASSWORD_FILE": str(tmp_path / "missing")})
+    with pytest.raises(ConfigError, match="database.password_file '.*missing' cannot be read"):
+        gone.database.conninfo()
+
+
+def test_with_overrides_validates() -> None:
+    cfg = StorageConfig.load(env={})
+    assert cfg.with_overrides(query={"max_results": 3}).query.max_results == 3
+    with pytest.raises(ConfigError, match="query.max_results must be a positive number, got 0"):
+        cfg.with_overrides(query={"max_results": 0})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("host=x password=abc user=u", "host=x password=*** user=u"),
+        ("host=x password='a b c' user=u", "host=x password=*** user=u"),
+        ("postgresql://user:pa:ss@host:5432/db", "postgresql://user:***@host:5432/db"),
+        ("postgresql://user@host/db", "postgresql://user@host/db"),
+    ],
+)
+def test_redact(text: str, expected: str) -> None:
+    assert redact(text) == expected
