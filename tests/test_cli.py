@@ -71,3 +71,11 @@ def test_local_status_json() -> None:
     state = json.loads(result.stdout)
     assert set(state) >= {"directory", "running", "port", "timescaledb_installed"}
     assert result.returncode == (0 if state["running"] else 1)
+
+
+def test_status_text_shows_edition_and_schema(config: agts.StorageConfig) -> None:
+    result = run_cli("status", config=config)
+    assert result.returncode == 0, result.stderr
+    assert "edition)" in result.stdout
+    assert "(up to date)" in result.stdout
+    assert "schema_migrations" in result.stdout
