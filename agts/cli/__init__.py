@@ -26,6 +26,7 @@ _COMMANDS = [
     "agts.cli._migrate",
     "agts.cli._status",
     "agts.cli._demo",
+    "agts.cli._roles",
 ]
 
 
