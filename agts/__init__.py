@@ -21,6 +21,16 @@ from agts.errors import (
     StorageError,
     ValidationError,
 )
+from agts.execution import (
+    ExecutionStore,
+    Fill,
+    Order,
+    OrderFilters,
+    OrderHistory,
+    OrderState,
+    PositionSnapshot,
+    RiskDecision,
+)
 
 __version__ = "0.1.0"
 
@@ -31,9 +41,17 @@ __all__ = [
     "ConnectError",
     "ConstraintError",
     "EditionError",
+    "ExecutionStore",
+    "Fill",
     "MigrationError",
+    "Order",
+    "OrderFilters",
+    "OrderHistory",
+    "OrderState",
+    "PositionSnapshot",
     "QueryError",
     "ResultTooLargeError",
+    "RiskDecision",
     "ServerInfo",
     "SpoolFullError",
     "StorageConfig",

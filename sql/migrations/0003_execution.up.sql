@@ -71,10 +71,12 @@ SELECT create_hypertable('agts.orders', by_range('timestamp', INTERVAL '7 days')
 CREATE INDEX orders_market_time_idx ON agts.orders (market, timestamp DESC);
 
 CREATE TABLE agts.order_events (
-    timestamp timestamptz NOT NULL,
-    order_id  uuid        NOT NULL,
-    status    text        NOT NULL,
-    reason    text,
+    timestamp   timestamptz      NOT NULL,
+    order_id    uuid             NOT NULL,
+    status      text             NOT NULL,
+    filled_size double precision,
+    reason      text,
+    CONSTRAINT order_events_filled_size_check CHECK (filled_size >= 0 AND filled_size < 'Infinity'),
     CONSTRAINT order_events_status_check CHECK (status IN ('pending_new', 'new',
         'partially_filled', 'filled', 'pending_cancel', 'cancelled', 'rejected', 'expired')),
     CONSTRAINT order_events_key UNIQUE (order_id, timestamp, status),

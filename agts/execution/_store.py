@@ -1,0 +1,230 @@
+"""ExecutionStore: orders, their lifecycle, fills, position snapshots, risk decisions, quotes."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from agts.errors import QueryError, ValidationError
+from agts.execution import _queries as q
+from agts.execution._frames import to_arrow, utc
+from agts.execution._models import (
+    Fill,
+    Order,
+    OrderFilters,
+    OrderHistory,
+    OrderState,
+    PositionSnapshot,
+    RiskDecision,
+)
+from agts.execution._schema import SPECS
+from agts.execution._write import write
+
+if TYPE_CHECKING:
+    from agts._engine import StorageEngine
+
+__all__ = ["ExecutionStore"]
+
+log = logging.getLogger(__name__)
+
+
+def _uuid_text(value: uuid.UUID | str, *, name: str) -> str:
+    try:
+        return str(value if isinstance(value, uuid.UUID) else uuid.UUID(str(value)))
+    except ValueError:
+        raise ValidationError(f"{name} must be a UUID, got {value!r}", column=name) from None
+
+
+class ExecutionStore:
+    """Execution history in TimescaleDB, sharing the engine's connections.
+
+    Every ``store_*`` call is one transaction through one bulk path (Arrow → ADBC COPY into a
+    staging table → checks → insert). Storing the same record again is a no-op; a different payload
+    under a stored key raises :class:`~agts.ConflictError`; a broken rule raises
+    :class:`~agts.ConstraintError` naming the constraint, column and value. Nothing of a failing
+    batch is written. Batch forms take a Polars/pandas frame, a pyarrow Table or a list of records
+    and return the number of new rows.
+
+    Parameters
+    ----------
+    engine
+        A connected :class:`agts.StorageEngine` (migrated to version 3 or later).
+
+    Examples
+    --------
+    >>> store = agts.ExecutionStore(engine)                             # doctest: +SKIP
+    >>> store.store_order(agts.Order(id=uuid.uuid4(), timestamp=now, venue="binance",
+    ...     market="BTC-USD", side="buy", order_type="limit", price=60_000.0, size=0.1,
+    ...     status="new", client_order_id="cl-1"))
+    """
+
+    def __init__(self, engine: StorageEngine) -> None:
+        self.engine = engine
+        self._db = engine.db
+
+    def __repr__(self) -> str:
+        return f"ExecutionStore({self.engine!r})"
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def store_order(self, order: Order) -> bool:
+        """Store one order and its initial status event; True if it was new."""
+        return self.store_orders([order]) == 1
+
+    def store_orders(self, orders: Any) -> int:
+        """Store orders (frame, Arrow table or list of :class:`Order`); return how many were new."""
+        return write(self._db, SPECS["orders"], to_arrow(orders, SPECS["orders"]))
+
+    def store_fill(self, fill: Fill) -> bool:
+        """Store one fill; its order must be stored. True if it was new."""
+        return self.store_fills([fill]) == 1
+
+    def store_fills(self, fills: Any) -> int:
+        """Store fills (frame, Arrow table or list of :class:`Fill`); return how many were new."""
+        return write(self._db, SPECS["fills"], to_arrow(fills, SPECS["fills"]))
+
+    def store_position_snapshot(self, snapshot: PositionSnapshot) -> bool:
+        """Store one position snapshot (key: market and timestamp); True if it was new."""
+        return self.store_position_snapshots([snapshot]) == 1
+
+    def store_position_snapshots(self, snapshots: Any) -> int:
+        """Store position snapshots; return how many were new."""
+        spec = SPECS["position_snapshots"]
+        return write(self._db, spec, to_arrow(snapshots, spec))
+
+    def store_risk_decision(self, decision: RiskDecision) -> bool:
+        """Store one risk decision; True if it was new."""
+        return self.store_risk_decisions([decision]) == 1
+
+    def store_risk_decisions(self, decisions: Any) -> int:
+        """Store risk decisions (``details`` as JSON text, a struct column or dicts)."""
+        spec = SPECS["risk_decisions"]
+        return write(self._db, spec, to_arrow(decisions, spec))
+
+    def store_quotes(self, quotes: Any) -> int:
+        """Store market quotes ``timestamp, venue, market, bid, ask[, mid]``; a missing mid is
+        ``(bid + ask) / 2``. Key: market, venue and timestamp. Returns how many were new."""
+        spec = SPECS["market_quotes"]
+        return write(self._db, spec, to_arrow(quotes, spec))
+
+    def update_order_status(
+        self, order_id: uuid.UUID | str, status: str, timestamp: datetime, *,
+        filled_size: float | None = None, reason: str | None = None,
+    ) -> bool:
+        """Record a status change of a stored order (a lifecycle event); True if it was new.
+
+        Raises
+        ------
+        ConstraintError
+            Unknown order (``order_events_order_id_fkey``), unknown status
+            (``order_events_status_check``), or the order already reached a final status
+            (filled, cancelled, rejected, expired) at or before ``timestamp``
+            (``order_lifecycle``).
+        ConflictError
+            The same event (order, timestamp, status) is stored with another reason/filled size.
+        """
+        frame = pl.DataFrame({
+            "timestamp": [utc(timestamp, name="timestamp")],
+            "order_id": [_uuid_text(order_id, name="order_id")],
+            "status": [status], "filled_size": [filled_size], "reason": [reason],
+        }, schema_overrides={"filled_size": pl.Float64, "reason": pl.String})
+        return self.store_order_events(frame) == 1
+
+    def store_order_events(self, events: Any) -> int:
+        """Store lifecycle events ``timestamp, order_id, status[, filled_size, reason]``."""
+        spec = SPECS["order_events"]
+        return write(self._db, spec, to_arrow(events, spec))
+
+    # -- queries -----------------------------------------------------------------------------
+
+    def query_orders(self, start: datetime, end: datetime,
+                     filters: OrderFilters | None = None) -> pl.DataFrame:
+        """Orders placed in ``[start, end)``, with their current state, oldest first.
+
+        Returns
+        -------
+        pl.DataFrame
+            ``id, timestamp, venue, market, side, order_type, price, size, status,
+            client_order_id, status_time, filled_size, avg_fill_price, fill_count``; ``status``
+            is the current status (latest event).
+        """
+        f = filters or OrderFilters()
+        select = q.window(q.Select(q.ORDER_COLUMNS, "agts.order_state"), start, end)
+        for column in ("venue", "market", "side", "status", "client_order_id", "order_type"):
+            select.any_of(column, getattr(f, column))
+        return q.fetch(self._db, select, order_by="timestamp, id", action="query orders")
+
+    def query_fills(self, start: datetime, end: datetime, *,
+                    market: str | list[str] | None = None, venue: str | list[str] | None = None,
+                    order_id: uuid.UUID | str | None = None) -> pl.DataFrame:
+        """Fills in ``[start, end)``, oldest first (the columns of :class:`Fill`)."""
+        select = q.window(q.Select(q.FILL_COLUMNS, "agts.fills"), start, end)
+        select.any_of("market", market).any_of("venue", venue)
+        if order_id is not None:
+            select.add("order_id = {}::uuid", _uuid_text(order_id, name="order_id"))
+        return q.fetch(self._db, select, order_by="timestamp, id", action="query fills")
+
+    def query_positions(self, market: str, start: datetime, end: datetime) -> pl.DataFrame:
+        """Position snapshots of ``market`` in ``[start, end)``, oldest first."""
+        select = q.window(q.Select(q.POSITION_COLUMNS, "agts.position_snapshots"), start, end)
+        select.any_of("market", market)
+        return q.fetch(self._db, select, order_by="timestamp", action="query positions")
+
+    def query_risk_decisions(self, start: datetime, end: datetime, *,
+                             policy: str | list[str] | None = None,
+                             decision: str | list[str] | None = None,
+                             market: str | list[str] | None = None) -> pl.DataFrame:
+        """Risk decisions in ``[start, end)``, oldest first; ``details`` is JSON text."""
+        select = q.window(q.Select(q.RISK_COLUMNS, "agts.risk_decisions"), start, end)
+        select.any_of("policy", policy).any_of("decision", decision).any_of("market", market)
+        return q.fetch(self._db, select, order_by="timestamp, id",
+                       action="query risk decisions")
+
+    def query_quotes(self, market: str | list[str], start: datetime, end: datetime, *,
+                     venue: str | list[str] | None = None) -> pl.DataFrame:
+        """Quotes of ``market`` in ``[start, end)``: ``timestamp, venue, market, bid, ask, mid``.
+
+        Use it as the ``marks`` of :func:`agts.positions.from_fills` (``mark_column="mid"``).
+        """
+        select = q.window(q.Select(q.QUOTE_COLUMNS, "agts.market_quotes"), start, end)
+        select.any_of("market", market).any_of("venue", venue)
+        return q.fetch(self._db, select, order_by="timestamp, market, venue",
+                       action="query quotes")
+
+    def order_state(self, order_id: uuid.UUID | str) -> OrderState:
+        """The current state of one order: latest status, filled size, average fill price.
+
+        Raises
+        ------
+        QueryError
+            No order has this id.
+        """
+        select = q.Select(q.ORDER_COLUMNS, "agts.order_state").add(
+            "id = {}::uuid", _uuid_text(order_id, name="order_id"))
+        frame = q.fetch(self._db, select, order_by="id", action="read order state")
+        if frame.height == 0:
+            raise QueryError(f"no order with id {str(order_id)!r}")
+        row = frame.row(0, named=True)
+        return OrderState(
+            id=row["id"], client_order_id=row["client_order_id"], status=row["status"],
+            status_time=row["status_time"], size=row["size"], filled_size=row["filled_size"],
+            avg_fill_price=row["avg_fill_price"], fill_count=int(row["fill_count"]),
+        )
+
+    def order_history(self, order_id: uuid.UUID | str) -> OrderHistory:
+        """The audit trail of one order: as placed, current state, status events and fills."""
+        oid = _uuid_text(order_id, name="order_id")
+        state = self.order_state(oid)
+        placed = q.fetch(self._db, q.Select(
+            "id::text AS id, timestamp, venue, market, side, order_type, price, size, status, "
+            "client_order_id", "agts.orders").add("id = {}::uuid", oid),
+            order_by="timestamp", action="read order").row(0, named=True)
+        events = q.fetch(self._db, q.Select(q.EVENT_COLUMNS, "agts.order_events").add(
+            "order_id = {}::uuid", oid), order_by="timestamp, status", action="read order events")
+        fills = q.fetch(self._db, q.Select(q.FILL_COLUMNS, "agts.fills").add(
+            "order_id = {}::uuid", oid), order_by="timestamp, id", action="read order fills")
+        return OrderHistory(order=Order(**placed), state=state, events=events, fills=fills)
