@@ -135,13 +135,14 @@ def community(request: pytest.FixtureRequest, base_config: StorageConfig) -> Ite
     name = _new_database(server, None)
     try:
         with agts.connect(_for_database(server, name)) as eng:
+            # The edition is known once the extension exists in the database: migrate first.
+            eng.migrate()
             if not eng.server.community:
                 pytest.skip(
                     "needs the TimescaleDB Community edition; the test server runs the "
                     f"{eng.server.edition} edition (set AGTS_TEST_COMMUNITY_DSN to a Community "
                     "server, e.g. the docker-compose service)"
                 )
-            eng.migrate()
             yield eng
     finally:
         _drop_database(server, name)
