@@ -31,6 +31,7 @@ from agts.execution import (
     PositionSnapshot,
     RiskDecision,
 )
+from agts.ingest import Ingestor, IngestResult, IngestStats, MetricPoint
 
 __version__ = "0.1.0"
 
@@ -43,6 +44,10 @@ __all__ = [
     "EditionError",
     "ExecutionStore",
     "Fill",
+    "IngestResult",
+    "IngestStats",
+    "Ingestor",
+    "MetricPoint",
     "MigrationError",
     "Order",
     "OrderFilters",

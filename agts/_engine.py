@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
+import weakref
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from agts.config import StorageConfig
 from agts.db._database import Database, ServerInfo
 from agts.errors import ConfigError
+
+if TYPE_CHECKING:
+    from agts.ingest import Ingestor, IngestResult, MetricPoint, MetricsWriter
 
 __all__ = ["StorageEngine", "connect"]
 
@@ -52,6 +57,8 @@ class StorageEngine:
 
     def close(self) -> None:
         """Flush what is pending and close every connection. Safe to call twice."""
+        for ingestor in list(self.__dict__.get("_ingestors_", ())):
+            ingestor.close()
         self.db.close()
 
     @property
@@ -73,6 +80,102 @@ class StorageEngine:
 
         runner = MigrationRunner(self.db, directory=Path(directory) if directory else None)
         return runner.up(target)
+
+    # -- metrics ingest ----------------------------------------------------------------------
+
+    def _metrics_writer(self) -> MetricsWriter:
+        writer = self.__dict__.get("_metrics_writer_")
+        if writer is None:
+            from agts.ingest import MetricsWriter
+
+            writer = MetricsWriter(self.db, chunk_interval=self.config.ingestion.chunk_interval)
+            self.__dict__["_metrics_writer_"] = writer
+        return writer
+
+    def insert_metric(self, point: MetricPoint) -> IngestResult:
+        """Store one metric point (a batch of one; prefer batches or :meth:`ingestor`).
+
+        Raises
+        ------
+        ValidationError
+            The point is invalid (see :meth:`insert_metrics_batch`).
+        """
+        from agts.ingest import insert_batch
+
+        return insert_batch(self._metrics_writer(), [point])
+
+    def insert_metrics_batch(
+        self, data: Any, *, on_error: Literal["raise", "skip"] = "raise",
+        batch_id: str | uuid.UUID | None = None,
+    ) -> IngestResult:
+        """Validate and store metric points, exactly once per (series, timestamp).
+
+        Parameters
+        ----------
+        data
+            A Polars or pandas DataFrame, a pyarrow Table, RecordBatch or RecordBatchReader with
+            columns ``timestamp``, ``metric_name``, ``value`` and optionally ``labels`` (dicts as a
+            struct or map column, or JSON text), or a list of :class:`agts.MetricPoint`.
+        on_error
+            ``"raise"``: refuse the whole batch at the first invalid row. ``"skip"``: store the
+            valid rows and return the others in ``IngestResult.skipped``.
+        batch_id
+            An id for this batch (uuid). Sending the same id again is a no-op, so a retry after a
+            timeout or a lost acknowledgement cannot store anything twice. Default: a new id.
+
+        Returns
+        -------
+        IngestResult
+            Rows written, duplicates ignored, rows skipped.
+
+        Raises
+        ------
+        ValidationError
+            Missing columns, wrong types, or (``on_error="raise"``) a null or empty metric name,
+            a null, NaN or infinite value, a timestamp outside PostgreSQL's range, or an invalid or
+            oversize label set; names the column and the first offending row.
+        ConnectError
+            The database is unreachable (nothing was stored; retry with the same ``batch_id``).
+        """
+        from agts.ingest import insert_batch
+
+        return insert_batch(self._metrics_writer(), data, on_error=on_error, batch_id=batch_id)
+
+    def ingestor(
+        self, *, batch_size: int | None = None, flush_interval_ms: int | None = None,
+        max_buffer_size: int | None = None,
+        backpressure: Literal["block", "raise", "drop_oldest"] | None = None,
+        backpressure_timeout_sec: float | None = None, spool_dir: str | Path | None = None,
+        spool_max_bytes: int | None = None, on_error: Literal["raise", "skip"] = "raise",
+    ) -> Ingestor:
+        """A buffered ingest pipeline writing to this engine; options default to ``ingestion.*``.
+
+        See :class:`agts.Ingestor`. Close it (or use ``with``/``async with``) to flush; the
+        engine closes the ingestors it handed out when it closes.
+
+        Raises
+        ------
+        ConfigError
+            An invalid option.
+        StorageError
+            The spool directory is in use by another ingestor.
+        """
+        from agts.ingest import Ingestor, default_spool_dir
+
+        given = {
+            "batch_size": batch_size, "flush_interval_ms": flush_interval_ms,
+            "max_buffer_size": max_buffer_size, "backpressure": backpressure,
+            "backpressure_timeout_sec": backpressure_timeout_sec,
+            "spool_dir": str(spool_dir) if spool_dir is not None else None,
+            "spool_max_bytes": spool_max_bytes,
+        }
+        settings = self.config.with_overrides(
+            ingestion={k: v for k, v in given.items() if v is not None}).ingestion
+        directory = settings.spool_dir or str(default_spool_dir(self.config.database))
+        ingestor = Ingestor(self._metrics_writer(), settings, spool_dir=directory,
+                            on_error=on_error)
+        self.__dict__.setdefault("_ingestors_", weakref.WeakSet()).add(ingestor)
+        return ingestor
 
 
 def connect(

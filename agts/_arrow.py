@@ -1,0 +1,157 @@
+"""Shared Arrow / Polars normalization: input frames to Arrow, timestamps to UTC microseconds.
+
+The timestamp rules every write path of agts follows:
+
+- **timezone-aware** values are converted to UTC (the instant is kept);
+- **naive** values are taken to *be* UTC (``naive="utc"``, the default) — never shifted by the
+  machine's local zone — or refused (``naive="raise"``);
+- **sub-microsecond** precision (nanoseconds) is truncated towards the past to whole microseconds,
+  PostgreSQL's precision (``…00:00:00.000001999`` becomes ``…00:00:00.000001``);
+- values outside PostgreSQL's ``timestamptz`` range (before 4714-11-24 BC) are refused.
+
+Results are ``Datetime("us", "UTC")`` (Polars) or ``timestamp[us, tz=UTC]`` (Arrow).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, get_args
+
+import polars as pl
+import pyarrow as pa
+
+from agts.errors import ValidationError
+
+__all__ = [
+    "PG_MIN_MICROS",
+    "NaivePolicy",
+    "first_true",
+    "out_of_range",
+    "to_arrow_table",
+    "utc_array",
+    "utc_series",
+]
+
+NaivePolicy = Literal["utc", "raise"]
+
+#: 4714-11-24 00:00:00 BC (proleptic Gregorian), PostgreSQL's earliest timestamp, in microseconds
+#: since the Unix epoch. The latest (294276 AD) lies beyond what an int64 of microseconds can hold,
+#: so every microsecond timestamp Arrow can represent is below it.
+PG_MIN_MICROS = -211_813_488_000_000_000
+
+_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+_INT64_MAX = 2**63 - 1
+
+
+def to_arrow_table(data: Any, *, what: str = "data") -> pa.Table:
+    """An Arrow table from a Polars or pandas DataFrame, a pyarrow Table, RecordBatch or
+    RecordBatchReader, or any object exporting the Arrow C stream interface.
+
+    Raises
+    ------
+    ValidationError
+        ``data`` is none of those.
+    """
+    if isinstance(data, pa.Table):
+        return data
+    if isinstance(data, pl.DataFrame):
+        return data.to_arrow()
+    if isinstance(data, pl.LazyFrame):
+        return data.collect().to_arrow()
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data])
+    if isinstance(data, pa.RecordBatchReader):
+        return data.read_all()
+    if type(data).__module__.split(".")[0] == "pandas" and type(data).__name__ == "DataFrame":
+        return pa.Table.from_pandas(data, preserve_index=False)
+    if hasattr(data, "__arrow_c_stream__"):
+        return pa.table(data)
+    raise ValidationError(
+        f"{what} must be a polars or pandas DataFrame, a pyarrow Table, RecordBatch or "
+        f"RecordBatchReader, got {type(data).__name__}"
+    )
+
+
+def first_true(mask: pl.Series) -> int | None:
+    """Index of the first true value of a boolean series (nulls count as false), or None."""
+    mask = mask.fill_null(False)
+    if not mask.any():
+        return None
+    return int(mask.arg_max())  # type: ignore[arg-type]
+
+
+def utc_series(
+    values: pl.Series, *, column: str, naive: NaivePolicy = "utc"
+) -> pl.Series:
+    """``values`` as ``Datetime("us", "UTC")`` under the module's rules.
+
+    Parameters
+    ----------
+    values
+        A Polars ``Datetime`` series (any unit, naive or with any time zone). Nulls pass through.
+    column
+        The column's name, for error messages.
+    naive
+        ``"utc"``: naive values are UTC. ``"raise"``: naive values are refused.
+
+    Raises
+    ------
+    ValidationError
+        Not a datetime column, a naive column under ``naive="raise"``, or a value outside
+        PostgreSQL's range; names the column and the first offending row.
+    """
+    if naive not in get_args(NaivePolicy):
+        raise ValueError(f"naive must be one of {get_args(NaivePolicy)!r}, got {naive!r}")
+    dtype = values.dtype
+    if not isinstance(dtype, pl.Datetime):
+        raise ValidationError(
+            f"column {column!r} must hold timezone-aware timestamps, got dtype {dtype}",
+            column=column,
+        )
+    if dtype.time_zone is None and naive == "raise":
+        raise ValidationError(
+            f"column {column!r} holds naive timestamps; give them a time zone "
+            "(agts stores UTC instants)",
+            column=column, row=0 if len(values) else None,
+        )
+    bad = first_true(out_of_range(values))
+    if bad is not None:
+        raise ValidationError(
+            f"column {column!r} row {bad}: timestamp {values[bad]!r} is outside PostgreSQL's "
+            "range (4714-11-24 BC to 294276 AD)",
+            column=column, row=bad,
+        )
+    if dtype.time_zone is not None:
+        out = values.dt.convert_time_zone("UTC")
+    else:
+        out = values.dt.replace_time_zone("UTC")
+    # cast_time_unit truncates towards the past (floor), also before 1970.
+    return out.dt.cast_time_unit("us")
+
+
+def out_of_range(values: pl.Series) -> pl.Series:
+    """Boolean mask of the values of a ``Datetime`` series PostgreSQL cannot store (or that do not
+    fit int64 microseconds). Nulls give false."""
+    dtype = values.dtype
+    assert isinstance(dtype, pl.Datetime)
+    raw = values.dt.replace_time_zone(None) if dtype.time_zone else values
+    ints = raw.cast(pl.Int64)
+    if dtype.time_unit == "ns":  # every int64 nanosecond value (1677..2262) is in range
+        return pl.Series(values.name, [False] * len(values), dtype=pl.Boolean)
+    factor = 1_000_000 // _PER_SECOND[dtype.time_unit]
+    low = -(-PG_MIN_MICROS // factor)
+    high = _INT64_MAX // factor
+    return ((ints < low) | (ints > high)).fill_null(False)
+
+
+def utc_array(
+    values: pa.Array | pa.ChunkedArray, *, column: str, naive: NaivePolicy = "utc"
+) -> pa.ChunkedArray:
+    """Arrow form of :func:`utc_series`: ``timestamp[us, tz=UTC]``."""
+    if not pa.types.is_timestamp(values.type):
+        raise ValidationError(
+            f"column {column!r} must hold timezone-aware timestamps, got type {values.type}",
+            column=column,
+        )
+    series = pl.Series(column, values)
+    result = utc_series(series, column=column, naive=naive).to_arrow()
+    return result if isinstance(result, pa.ChunkedArray) else pa.chunked_array([result])

@@ -1,0 +1,400 @@
+"""The buffered ingest pipeline: producers put, one background thread writes.
+
+Producers (threads, or asyncio tasks through :meth:`Ingestor.aput`) validate and buffer their
+points and return at once while there is room; a flusher thread cuts batches of ``batch_size`` (or
+whatever is there after ``flush_interval_ms``), gives each a batch id and writes it through the
+idempotent writer, retrying transient failures a few times with a short backoff. A batch that still
+cannot be written goes to the outage spool; while the spool holds batches, newer batches queue
+behind them there, and the spool is replayed oldest first when the database answers again. A point
+is *acknowledged* when ``put`` returns: from then on it is in memory until it is stored or spooled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, fields
+from types import TracebackType
+from typing import Any, get_args
+
+import polars as pl
+
+from agts.config import BackpressurePolicy, IngestionConfig
+from agts.errors import BackpressureError, SpoolFullError, StorageError
+from agts.ingest._normalize import Normalized, normalize
+from agts.ingest._spool import Spool
+from agts.ingest._types import MetricPoint, OnError
+from agts.ingest._writer import MetricsWriter
+
+__all__ = ["IngestStats", "Ingestor"]
+
+log = logging.getLogger(__name__)
+
+_ATTEMPTS = 3          # writes per batch before it is spooled
+_BACKOFF = 0.1         # first pause between attempts (doubles)
+_MAX_OUTAGE_PAUSE = 5.0
+
+
+@dataclass(frozen=True)
+class IngestStats:
+    """A snapshot of an :class:`Ingestor`'s counters (see :meth:`Ingestor.stats`)."""
+
+    points_accepted: int
+    points_written: int
+    duplicates: int
+    points_dropped: int
+    batches_written: int
+    bytes_written: int
+    buffer_depth: int
+    retries: int
+    spooled_batches: int
+    spool_pending: int
+    spool_bytes: int
+    replayed_batches: int
+    errors: int
+    last_error: str | None
+    lag_seconds: float
+    points_per_second: float
+    uptime_seconds: float
+
+    def as_points(
+        self, *, prefix: str = "agts_ingest_", labels: dict[str, str] | None = None
+    ) -> list[MetricPoint]:
+        """The numeric counters as metric points (``agts_ingest_points_written`` ...), to store
+        with the metrics they describe."""
+        now = dt.datetime.now(dt.UTC)
+        return [
+            MetricPoint(now, prefix + f.name, float(getattr(self, f.name)), dict(labels or {}))
+            for f in fields(self) if f.name != "last_error"
+        ]
+
+
+class Ingestor:
+    """Buffered, backpressured, idempotent ingest of metric points. Build with
+    :meth:`agts.StorageEngine.ingestor`; use as a (async) context manager or call :meth:`close`.
+
+    Raises
+    ------
+    StorageError
+        The spool directory is in use by another ingestor.
+    """
+
+    def __init__(
+        self, writer: MetricsWriter, settings: IngestionConfig, *, spool_dir: str,
+        on_error: OnError = "raise",
+    ) -> None:
+        if on_error not in get_args(OnError):
+            raise ValueError(f"on_error must be one of {get_args(OnError)!r}, got {on_error!r}")
+        if settings.backpressure not in get_args(BackpressurePolicy):
+            raise ValueError(f"backpressure must be one of {get_args(BackpressurePolicy)!r}, "
+                             f"got {settings.backpressure!r}")
+        self.settings = settings
+        self.on_error: OnError = on_error
+        self._writer = writer
+        self._spool = Spool(spool_dir, max_bytes=settings.spool_max_bytes)
+        self._cond = threading.Condition()
+        self._pending: deque[tuple[Normalized, float]] = deque()
+        self._pending_points = 0
+        self._buffered = 0              # pending + in flight
+        self._accepted = 0
+        self._done = 0                  # written, spooled or dropped
+        self._closing = False
+        self._closed = False
+        self._flush_to = 0
+        self._spool_full = False
+        self._next_attempt = 0.0        # monotonic time before which the database is not tried
+        self._outage_pause = _BACKOFF
+        self._c: dict[str, Any] = {k: 0 for k in (
+            "points_written", "duplicates", "points_dropped", "batches_written", "bytes_written",
+            "retries", "spooled_batches", "replayed_batches", "errors")}
+        self._c.update(last_error=None, lag_seconds=0.0)
+        self._started = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="agts-ingest-flusher", daemon=True)
+        self._thread.start()
+
+    def __repr__(self) -> str:
+        return (f"Ingestor(buffered={self._buffered}, spooled={len(self._spool)}, "
+                f"policy={self.settings.backpressure!r})")
+
+    # -- producers -----------------------------------------------------------------------------
+
+    def put(self, data: Any, *, timeout: float | None = None) -> pl.DataFrame:
+        """Validate and buffer points; returns the rows refused (``on_error="skip"``).
+
+        Parameters
+        ----------
+        data
+            A :class:`MetricPoint`, a list of them, or a frame/table in any form
+            ``insert_metrics_batch`` takes.
+        timeout
+            With the ``"block"`` policy: seconds to wait for room (default
+            ``ingestion.backpressure_timeout_sec``).
+
+        Raises
+        ------
+        ValidationError
+            Invalid input (``on_error="raise"``); nothing of it was buffered.
+        BackpressureError
+            The buffer is full (policy ``"raise"``, or the wait timed out).
+        SpoolFullError
+            The buffer is full because the database is away and the spool is full.
+        """
+        batch = normalize(data, on_error=self.on_error)
+        skipped = batch.skipped
+        batch = Normalized(batch.points, batch.series)
+        limit = self.settings.max_buffer_size
+        wait = self.settings.backpressure_timeout_sec if timeout is None else timeout
+        deadline = time.monotonic() + wait
+        offset = 0
+        with self._cond:
+            if self._closing:
+                raise StorageError("the ingestor is closed")
+            while offset < batch.height:
+                part = batch.slice(offset, limit) if offset or batch.height > limit else batch
+                self._reserve(part.height, deadline, accepted=offset, total=batch.height)
+                self._pending.append((part, time.monotonic()))
+                self._pending_points += part.height
+                self._buffered += part.height
+                self._accepted += part.height
+                offset += part.height
+                if self._pending_points >= self.settings.batch_size:
+                    self._cond.notify_all()
+        return skipped
+
+    async def aput(self, data: Any, *, timeout: float | None = None) -> pl.DataFrame:
+        """:meth:`put` for asyncio: waits for room in a worker thread, never in the event loop."""
+        with self._cond:
+            room = self.settings.max_buffer_size - self._buffered
+        size = len(data) if isinstance(data, list) else 1 if isinstance(data, MetricPoint) else None
+        if size is not None and size <= room:
+            return self.put(data, timeout=0)
+        return await asyncio.to_thread(self.put, data, timeout=timeout)
+
+    def _reserve(self, n: int, deadline: float, *, accepted: int, total: int) -> None:
+        limit = self.settings.max_buffer_size
+        policy = self.settings.backpressure
+        while self._buffered + n > limit:
+            if policy == "drop_oldest" and self._pending:
+                self._drop_oldest(self._buffered + n - limit)
+                continue
+            remaining = deadline - time.monotonic()
+            if policy == "raise" or remaining <= 0:
+                cls = SpoolFullError if self._spool_full else BackpressureError
+                cause = "the database is unavailable and the spool is full; " if (
+                    self._spool_full) else ""
+                raise cls(
+                    f"ingest buffer is full ({self._buffered} of {limit} points; "
+                    f"{cause}policy {policy!r}); {accepted} of {total} points of this put "
+                    "were accepted"
+                )
+            self._cond.wait(remaining)
+
+    def _drop_oldest(self, excess: int) -> None:
+        part, enqueued = self._pending.popleft()
+        if part.height > excess:
+            self._pending.appendleft((part.slice(excess), enqueued))
+            dropped = excess
+        else:
+            dropped = part.height
+        self._pending_points -= dropped
+        self._buffered -= dropped
+        self._done += dropped
+        self._c["points_dropped"] += dropped
+
+    # -- flushing and closing --------------------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every point put so far is stored, spooled or (``drop_oldest``) dropped.
+
+        Raises
+        ------
+        BackpressureError
+            ``timeout`` seconds passed first.
+        """
+        with self._cond:
+            target = self._accepted
+            self._flush_to = max(self._flush_to, target)
+            self._cond.notify_all()
+            if not self._cond.wait_for(lambda: self._done >= target, timeout):
+                raise BackpressureError(
+                    f"flush timed out after {timeout!r}s with {self._buffered} points buffered")
+
+    async def aflush(self, timeout: float | None = None) -> None:
+        """:meth:`flush` for asyncio."""
+        await asyncio.to_thread(self.flush, timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush everything, replay what the spool holds if the database answers, stop the
+        flusher. What cannot be written stays in the spool for the next ingestor. Safe to call
+        twice."""
+        if self._closed:
+            return
+        with self._cond:
+            self._closing = True
+            self._flush_to = self._accepted
+            self._cond.notify_all()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise BackpressureError(f"close timed out after {timeout!r}s; points still buffered")
+        self._closed = True
+        self._spool.close()
+
+    async def aclose(self) -> None:
+        """:meth:`close` for asyncio."""
+        await asyncio.to_thread(self.close)
+
+    def __enter__(self) -> Ingestor:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Ingestor:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    def stats(self) -> IngestStats:
+        """The counters now."""
+        with self._cond:
+            c = dict(self._c)
+            uptime = time.monotonic() - self._started
+            return IngestStats(
+                points_accepted=self._accepted, buffer_depth=self._buffered,
+                spool_pending=len(self._spool), spool_bytes=self._spool.bytes,
+                points_per_second=c["points_written"] / uptime if uptime > 0 else 0.0,
+                uptime_seconds=uptime, **c,
+            )
+
+    # -- the flusher thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        interval = self.settings.flush_interval_ms / 1000
+        while True:
+            with self._cond:
+                while True:
+                    due = self._pending_points >= self.settings.batch_size or (
+                        self._pending and (self._closing or self._flush_to > self._done
+                                           or time.monotonic() - self._pending[0][1] >= interval))
+                    if due:
+                        break
+                    if self._closing and not self._pending:
+                        break
+                    if len(self._spool) and time.monotonic() >= self._next_attempt:
+                        break
+                    wait = interval
+                    if self._pending:
+                        wait = max(0.0, interval - (time.monotonic() - self._pending[0][1]))
+                    if len(self._spool):
+                        wait = min(wait, max(0.01, self._next_attempt - time.monotonic()))
+                    self._cond.wait(wait)
+                batch, enqueued = self._take() if self._pending else (None, 0.0)
+            self._replay(final=self._closing and batch is None)
+            if batch is not None:
+                self._deliver(batch, enqueued)
+            elif self._closing:
+                return
+
+    def _take(self) -> tuple[Normalized, float]:
+        size = self.settings.batch_size
+        parts: list[Normalized] = []
+        taken = 0
+        enqueued = self._pending[0][1]
+        while self._pending and taken < size:
+            part, when = self._pending.popleft()
+            if taken + part.height > size:
+                self._pending.appendleft((part.slice(size - taken), when))
+                part = part.slice(0, size - taken)
+            parts.append(part)
+            taken += part.height
+        self._pending_points -= taken
+        return Normalized.concat(parts), enqueued
+
+    def _release(self, n: int) -> None:
+        with self._cond:
+            self._buffered -= n
+            self._done += n
+            self._cond.notify_all()
+
+    def _deliver(self, batch: Normalized, enqueued: float) -> None:
+        batch_id = str(uuid.uuid4())
+        if (not len(self._spool) and time.monotonic() >= self._next_attempt
+                and self._write(batch, batch_id, enqueued)):
+            self._release(batch.height)
+            return
+        while True:
+            try:
+                self._spool.append(batch, batch_id)
+            except SpoolFullError as exc:
+                with self._cond:
+                    self._spool_full = True
+                    self._c["last_error"] = str(exc)
+                log.warning("%s", exc)
+                time.sleep(min(self._outage_pause, _MAX_OUTAGE_PAUSE))
+                self._replay(final=False, force=True)
+                continue
+            break
+        with self._cond:
+            self._spool_full = False
+            self._c["spooled_batches"] += 1
+        log.info("spooled batch %s (%d points)", batch_id, batch.height)
+        self._release(batch.height)
+
+    def _write(self, batch: Normalized, batch_id: str, enqueued: float) -> bool:
+        """Write with retries; False when the database stays unavailable (spool it)."""
+        pause = _BACKOFF
+        for attempt in range(_ATTEMPTS):
+            try:
+                outcome = self._writer.write(batch, batch_id=batch_id)
+            except StorageError as exc:
+                with self._cond:
+                    self._c["last_error"] = str(exc)
+                    self._c["errors"] += 1
+                if not exc.transient:
+                    log.error("batch %s refused by the database, spooling it: %s", batch_id, exc)
+                    self._next_attempt = time.monotonic() + _MAX_OUTAGE_PAUSE
+                    return False
+                if attempt + 1 < _ATTEMPTS:
+                    with self._cond:
+                        self._c["retries"] += 1
+                    time.sleep(pause)
+                    pause *= 2
+                continue
+            self._outage_pause = _BACKOFF
+            self._next_attempt = 0.0
+            with self._cond:
+                c = self._c
+                c["points_written"] += outcome.rows_written
+                c["duplicates"] += outcome.duplicates
+                c["batches_written"] += 1
+                c["bytes_written"] += outcome.nbytes
+                c["lag_seconds"] = time.monotonic() - enqueued
+            return True
+        self._next_attempt = time.monotonic() + self._outage_pause
+        self._outage_pause = min(self._outage_pause * 2, _MAX_OUTAGE_PAUSE)
+        return False
+
+    def _replay(self, *, final: bool, force: bool = False) -> None:
+        """Write spooled batches, oldest first, while the database takes them."""
+        if not len(self._spool) or (not force and time.monotonic() < self._next_attempt):
+            return
+        while len(self._spool):
+            oldest = self._spool.oldest()
+            assert oldest is not None
+            path, batch, batch_id = oldest
+            if not self._write(batch, batch_id, time.monotonic()):
+                return
+            self._spool.remove(path)
+            with self._cond:
+                self._c["replayed_batches"] += 1
+                self._cond.notify_all()
+            log.info("replayed spooled batch %s (%d points)", batch_id, batch.height)
+        del final

@@ -1,0 +1,145 @@
+"""The outage spool: batches that could not be written, as fsync'd Arrow IPC files, in order.
+
+Each file is one batch: ``<sequence>-<batch id>.arrow``, written to a ``.tmp`` name, fsync'd, renamed
+and the directory fsync'd, so a file either is complete or does not exist. Its columns are the
+normalized points with ``metric_name`` and ``labels`` dictionary-encoded (one dictionary entry per
+series); the batch id is in the schema metadata, so a replay after a crash between commit and
+delete is recognized by the ledger and not stored twice. An exclusive ``flock`` on ``.lock`` keeps
+two ingestors from sharing one spool.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+
+from agts.errors import SpoolFullError, StorageError
+from agts.ingest._normalize import Normalized
+
+__all__ = ["Spool"]
+
+log = logging.getLogger(__name__)
+
+_META = b"agts.batch_id"
+
+
+class Spool:
+    """A directory of spooled batches, oldest first.
+
+    Parameters
+    ----------
+    directory
+        Created if missing.
+    max_bytes
+        Size cap of all spooled files together; :meth:`append` raises :class:`SpoolFullError`
+        beyond it.
+
+    Raises
+    ------
+    StorageError
+        Another ingestor holds the directory.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], *, max_bytes: int) -> None:
+        self.directory = Path(directory).expanduser()
+        self.max_bytes = max_bytes
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(self.directory / ".lock", "a")  # noqa: SIM115 - held until close
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock_file.close()
+            raise StorageError(
+                f"spool directory {str(self.directory)!r} is in use by another ingestor") from None
+        for stray in self.directory.glob("*.tmp"):
+            stray.unlink()
+        self._files = sorted(self.directory.glob("*.arrow"))
+        self.bytes = sum(p.stat().st_size for p in self._files)
+        self._next = int(self._files[-1].name.split("-", 1)[0]) + 1 if self._files else 0
+        if self._files:
+            log.info("spool %s holds %d batches (%d bytes) to replay", self.directory,
+                     len(self._files), self.bytes)
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    def close(self) -> None:
+        """Release the directory."""
+        if not self._lock_file.closed:
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            self._lock_file.close()
+
+    def append(self, batch: Normalized, batch_id: str) -> Path:
+        """Write ``batch`` durably as the newest file."""
+        points = batch.points
+        keys = pa.array(points.get_column("key").to_numpy(), pa.int32())
+        table = pa.table({
+            "time": points.get_column("time").to_arrow(),
+            "metric_name": pa.DictionaryArray.from_arrays(
+                keys, batch.series.get_column("metric_name").to_arrow().cast(pa.string())),
+            "labels": pa.DictionaryArray.from_arrays(
+                keys, batch.series.get_column("labels").to_arrow().cast(pa.string())),
+            "value": points.get_column("value").to_arrow(),
+        }).replace_schema_metadata({_META: batch_id.encode()})
+        final = self.directory / f"{self._next:012d}-{batch_id}.arrow"
+        tmp = final.with_suffix(".tmp")
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table, max_chunksize=max(1, table.num_rows))
+        size = tmp.stat().st_size
+        if self.bytes + size > self.max_bytes:
+            tmp.unlink()
+            raise SpoolFullError(
+                f"spool {str(self.directory)!r} is full: {self.bytes} bytes held, a batch of "
+                f"{size} bytes would pass ingestion.spool_max_bytes = {self.max_bytes}"
+            )
+        _fsync(tmp)
+        os.replace(tmp, final)
+        _fsync(self.directory)
+        self._files.append(final)
+        self.bytes += size
+        self._next += 1
+        return final
+
+    def oldest(self) -> tuple[Path, Normalized, str] | None:
+        """The oldest spooled batch and its id, or None."""
+        if not self._files:
+            return None
+        path = self._files[0]
+        with pa.memory_map(str(path)) as source:
+            table = pa.ipc.open_file(source).read_all().combine_chunks()
+        batch_id = (table.schema.metadata or {}).get(_META, b"").decode()
+        names = table.column("metric_name").chunk(0) if table.num_rows else None
+        if names is None:
+            return path, Normalized(pl.DataFrame(), pl.DataFrame()), batch_id
+        labels = table.column("labels").chunk(0)
+        points = pl.DataFrame({
+            "time": pl.Series(table.column("time")),
+            "key": pl.Series(names.indices).cast(pl.UInt32),
+            "value": pl.Series(table.column("value")),
+        })
+        series = pl.DataFrame({
+            "metric_name": pl.Series(names.dictionary, dtype=pl.String),
+            "labels": pl.Series(labels.dictionary, dtype=pl.String),
+        })
+        return path, Normalized(points, series), batch_id
+
+    def remove(self, path: Path) -> None:
+        """Delete a replayed file."""
+        size = path.stat().st_size
+        path.unlink()
+        _fsync(self.directory)
+        self._files.remove(path)
+        self.bytes -= size
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
