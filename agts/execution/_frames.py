@@ -1,7 +1,8 @@
 """Turn what users hand in (dataclasses, Polars, Arrow, pandas) into checked Arrow tables.
 
 Every batch becomes a Polars frame with exactly the table's columns, cast to the staging types
-(uuid as text, ``timestamp[us, UTC]``, float64, text; jsonb as JSON text), then every rule of
+(Arrow's ``uuid`` extension type, which ADBC ingests as PostgreSQL uuid; ``timestamp[us, UTC]``,
+float64, text; jsonb as JSON text), then every rule of
 :mod:`agts.execution._schema` is checked, vectorized, before anything is sent.
 
 Timestamps: naive values are taken to be UTC (never shifted by the local time zone); aware values
@@ -27,7 +28,7 @@ __all__ = ["to_arrow", "to_polars", "utc"]
 
 _UUID = r"^(?i)[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$"
 _ARROW: dict[str, pa.DataType] = {
-    "uuid": pa.string(), "timestamptz": pa.timestamp("us", "UTC"), "text": pa.string(),
+    "uuid": pa.uuid(), "timestamptz": pa.timestamp("us", "UTC"), "text": pa.string(),
     "float8": pa.float64(), "jsonb": pa.string(),
 }
 
@@ -171,6 +172,16 @@ def to_arrow(data: Any, spec: TableSpec) -> pa.Table:
                 f"{rule.requirement}, got {hit[1]!r} (row {hit[0]})",
                 constraint=rule.constraint,
             )
+    # uuid text -> 16 bytes -> Arrow's uuid extension type, which ADBC sends as PostgreSQL uuid
+    frame = frame.with_columns(
+        pl.col(c.name).str.replace_all("-", "", literal=True).str.decode("hex")
+        for c in spec.columns if c.type == "uuid")
+    table = frame.to_arrow()
+    arrays = [
+        table.column(c.name).cast(pa.binary()).cast(pa.binary(16)).cast(pa.uuid())
+        if c.type == "uuid" else table.column(c.name).cast(_ARROW[c.type])
+        for c in spec.columns
+    ]
     schema = pa.schema([pa.field(c.name, _ARROW[c.type], nullable=c.nullable)
                         for c in spec.columns])
-    return frame.to_arrow().cast(schema)
+    return pa.Table.from_arrays(arrays, schema=schema)

@@ -1,5 +1,6 @@
-"""The one write path for execution records: Arrow → ADBC COPY into a staging table → checks →
-``INSERT ... SELECT ... ON CONFLICT DO NOTHING``, all in one transaction.
+"""The one write path for execution records: Arrow → ADBC COPY into a temporary staging table of
+the target's types → checks → ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``, all in one
+transaction (rows staged twice with the same payload collapse in that insert).
 
 A call takes a transaction-scoped advisory lock per table first, so the checks below and the
 insert see the same committed rows no matter how many agts writers run at once:
@@ -30,7 +31,7 @@ __all__ = ["write"]
 log = logging.getLogger(__name__)
 
 _STAGE = "agts_stage"
-_NEW = "agts_new"
+_NEW = _STAGE
 
 
 def _render(query: sql.Composable) -> str:
@@ -59,22 +60,23 @@ def _target(spec: TableSpec) -> sql.Identifier:
     return sql.Identifier("agts", spec.kind)
 
 
-def _create_new(spec: TableSpec) -> str:
-    casts = [
-        sql.SQL("{}::{} AS {}").format(sql.Identifier(c.name), sql.SQL(c.type),
-                                       sql.Identifier(c.name))
-        if c.type in ("uuid", "jsonb") else sql.Identifier(c.name)
-        for c in spec.columns
+def _jsonb_columns(spec: TableSpec) -> list[str]:
+    """Statements turning staged JSON text into jsonb (ADBC cannot send jsonb, arrow-adbc #3293)."""
+    return [
+        _render(sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE jsonb USING {}::jsonb").format(
+            sql.Identifier(_STAGE), sql.Identifier(c.name), sql.Identifier(c.name)))
+        for c in spec.columns if c.type == "jsonb"
     ]
-    return _render(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT DISTINCT {} FROM {}")
-                   .format(sql.Identifier(_NEW), sql.SQL(", ").join(casts),
-                           sql.Identifier(_STAGE)))
 
 
 def _batch_conflict(spec: TableSpec) -> str:
+    """Keys staged more than once with different payloads (cheap when no key repeats)."""
     return _render(sql.SQL(
-        "SELECT {} FROM {} n GROUP BY {} HAVING count(*) > 1 LIMIT 1"
-    ).format(_texts(spec.key, "n"), sql.Identifier(_NEW), _cols(spec.key, "n")))
+        "SELECT {texts} FROM (SELECT DISTINCT * FROM {new} WHERE ({key}) IN "
+        "(SELECT {key} FROM {new} GROUP BY {key} HAVING count(*) > 1)) n "
+        "GROUP BY {nkey} HAVING count(*) > 1 LIMIT 1"
+    ).format(texts=_texts(spec.key, "n"), new=sql.Identifier(_NEW), key=_cols(spec.key),
+             nkey=_cols(spec.key, "n")))
 
 
 def _stored_conflict(spec: TableSpec) -> str:
@@ -108,13 +110,11 @@ _CHECKS: dict[str, list[tuple[str, str]]] = {
     ],
     "fills": [
         ("fills_order_fkey", f"""
-            SELECT n.id::text, n.order_id::text FROM {_NEW} n
-            WHERE NOT EXISTS (SELECT 1 FROM agts.order_ids r WHERE r.id = n.order_id) LIMIT 1"""),
-        ("fills_order_fkey", f"""
-            SELECT n.id::text, ARRAY[n.venue, n.market, n.side], ARRAY[r.venue, r.market, r.side]
-            FROM {_NEW} n JOIN agts.order_ids r ON r.id = n.order_id
+            SELECT n.id::text, n.order_id::text, r.id IS NULL, ARRAY[n.venue, n.market, n.side],
+                   ARRAY[r.venue, r.market, r.side]
+            FROM {_NEW} n LEFT JOIN agts.order_ids r ON r.id = n.order_id
             WHERE (n.venue, n.market, n.side) IS DISTINCT FROM (r.venue, r.market, r.side)
-            LIMIT 1"""),
+            ORDER BY r.id IS NOT NULL LIMIT 1"""),
     ],
     "order_events": [
         ("order_events_order_id_fkey", f"""
@@ -149,11 +149,11 @@ def _check_message(constraint: str, spec: TableSpec, row: tuple[Any, ...]) -> st
     if constraint == "order_ids_client_order_id_key":
         return (prefix + f"client_order_id {row[0]!r} is used by order {row[2]!r}, "
                 f"cannot store it for order {row[1]!r}")
-    if constraint == "fills_order_fkey" and len(row) == 2:
+    if constraint == "fills_order_fkey" and row[2]:
         return prefix + f"order_id {row[1]!r} of fill {row[0]!r} is not a stored order"
     if constraint == "fills_order_fkey":
         column, given, stored = next(
-            (c, g, s) for c, g, s in zip(("venue", "market", "side"), row[1], row[2], strict=True)
+            (c, g, s) for c, g, s in zip(("venue", "market", "side"), row[3], row[4], strict=True)
             if g != s)
         return (prefix + f"{column} {given!r} of fill {row[0]!r} differs from its order's "
                 f"{column} {stored!r}")
@@ -192,13 +192,14 @@ def write(db: Database, spec: TableSpec, table: pa.Table) -> int:
         with db.adbc() as conn:
             with conn.cursor() as cur:
                 cur.adbc_ingest(_STAGE, table, mode="replace", temporary=True)
+                for statement in _jsonb_columns(spec):
+                    cur.execute(statement)
                 cur.execute("SELECT pg_advisory_xact_lock($1)", parameters=(spec.lock_key,))
                 cur.fetchall()
-                cur.execute(_create_new(spec))
-                cur.execute(f"DROP TABLE {_STAGE}")
                 problem = _find_problem(cur, spec)
                 if problem is None:
                     inserted = _insert_all(cur, spec)
+                cur.execute(f"DROP TABLE {_STAGE}")
             if problem is None:
                 conn.commit()
             else:
