@@ -25,6 +25,7 @@ __all__ = [
     "PG_MIN_MICROS",
     "NaivePolicy",
     "first_true",
+    "shown_value",
     "out_of_range",
     "to_arrow_table",
     "utc_array",
@@ -69,6 +70,15 @@ def to_arrow_table(data: Any, *, what: str = "data") -> pa.Table:
         f"{what} must be a polars or pandas DataFrame, a pyarrow Table, RecordBatch or "
         f"RecordBatchReader, got {type(data).__name__}"
     )
+
+
+def shown_value(values: pl.Series, row: int) -> str:
+    """``repr`` of one value for an error message, even one Python's datetime cannot hold."""
+    one = values.slice(row, 1)
+    try:
+        return repr(one.to_list()[0])
+    except (ValueError, OverflowError):
+        return f"{one.cast(pl.String).to_list()[0]!r}"
 
 
 def first_true(mask: pl.Series) -> int | None:
@@ -116,7 +126,7 @@ def utc_series(
     bad = first_true(out_of_range(values))
     if bad is not None:
         raise ValidationError(
-            f"column {column!r} row {bad}: timestamp {values[bad]!r} is outside PostgreSQL's "
+            f"column {column!r} row {bad}: timestamp {shown_value(values, bad)} is outside PostgreSQL's "
             "range (4714-11-24 BC to 294276 AD)",
             column=column, row=bad,
         )

@@ -23,7 +23,7 @@ from typing import Any, get_args
 
 import polars as pl
 
-from agts._arrow import first_true, out_of_range, to_arrow_table, utc_series
+from agts._arrow import first_true, out_of_range, shown_value, to_arrow_table, utc_series
 from agts.errors import ValidationError
 from agts.ingest._types import (
     MAX_LABELS,
@@ -200,19 +200,26 @@ def _check_columns(frame: pl.DataFrame) -> None:
         raise ValidationError(
             f"column 'value' must hold numbers, got dtype {value_type}", column="value")
     labels_type = schema.get("labels")
-    if labels_type is not None and not isinstance(
-        labels_type, pl.String | pl.Struct | pl.List | pl.Null
+    if labels_type is not None and not (isinstance(
+        labels_type, pl.String | pl.Struct | pl.List | pl.Null) or _is_map(labels_type)
     ):
         raise ValidationError(
             "column 'labels' must hold dicts (struct or map) or JSON text, got dtype "
             f"{labels_type}", column="labels")
 
 
-def _series_keys(uniq: pl.DataFrame, labels_type: pl.DataType | None) -> pl.DataFrame:
+def _is_map(dtype: pl.DataType) -> bool:
+    map_type = getattr(pl, "Map", None)  # Polars >= 2 has a Map type for Arrow maps
+    return map_type is not None and isinstance(dtype, map_type)
+
+
+def _series_keys(
+    uniq: pl.DataFrame, labels_type: pl.DataType | None, *, wrapped: bool
+) -> pl.DataFrame:
     """Check and canonicalize each distinct (metric_name, labels); one row per key."""
     canon: list[str | None] = []
     errors: list[str | None] = []
-    as_text = isinstance(labels_type, pl.String)
+    as_text = isinstance(labels_type, pl.String) or wrapped
     names = uniq.get_column("metric_name").to_list()
     raws = uniq.get_column("labels").to_list() if labels_type is not None else [None] * len(names)
     for name, raw in zip(names, raws, strict=True):
@@ -226,7 +233,8 @@ def _series_keys(uniq: pl.DataFrame, labels_type: pl.DataType | None) -> pl.Data
             error = f"metric_name: metric_name is longer than {MAX_NAME_LENGTH} characters"
         else:
             try:
-                text = canonical_labels(json.loads(raw) if as_text and raw is not None else raw)
+                parsed = json.loads(raw) if as_text and raw is not None else raw
+                text = canonical_labels(parsed["l"] if wrapped else parsed)
             except _LabelError as exc:
                 error = f"labels: {exc}"
             except json.JSONDecodeError as exc:
@@ -244,6 +252,11 @@ def _validate(frame: pl.DataFrame, *, on_error: OnError) -> Normalized:
     labels_type = frame.schema.get("labels")
     if isinstance(labels_type, pl.Null):
         labels_type = None
+    wrapped = labels_type is not None and _is_map(labels_type)
+    if wrapped:
+        # Map columns are JSON-encoded (wrapped, so null rows encode too) and parsed per series.
+        frame = frame.with_columns(
+            pl.struct(pl.col("labels").alias("l")).struct.json_encode().alias("labels"))
     range_bad = out_of_range(frame.get_column("timestamp"))
     keys = ["metric_name", "labels"] if labels_type is not None else ["metric_name"]
     work = frame.select(
@@ -259,7 +272,7 @@ def _validate(frame: pl.DataFrame, *, on_error: OnError) -> Normalized:
     else:
         uniq_keyed = uniq.with_row_index("_key")
         work = work.join(uniq_keyed, on=keys, how="left", maintain_order="left", nulls_equal=True)
-    series = _series_keys(uniq, labels_type)
+    series = _series_keys(uniq, labels_type, wrapped=wrapped)
     key_error = series.get_column("_series_error")
     row_error = (
         pl.when(pl.col("timestamp").is_null() & ~pl.col("_range_bad"))
@@ -282,9 +295,9 @@ def _validate(frame: pl.DataFrame, *, on_error: OnError) -> Normalized:
     first = first_true(bad)
     if first is not None and on_error == "raise":
         column, _, reason = str(errors[first]).partition(": ")
-        shown = frame.get_column(column).slice(first, 1).to_list()[0]
+        shown = shown_value(frame.get_column(column), first)
         raise ValidationError(
-            f"column {column!r} row {first}: {reason} (got {shown!r})", column=column, row=first)
+            f"column {column!r} row {first}: {reason} (got {shown})", column=column, row=first)
     if first is None:
         skipped = _empty_skipped(frame)
         good = work
