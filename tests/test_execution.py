@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import polars as pl
@@ -388,3 +388,15 @@ def test_frames_from_queries_round_trip_and_arrow_input(placed: agts.ExecutionSt
     assert placed.store_fills(fills.to_arrow()) == 3
     back = placed.query_fills(*DAY)
     assert placed.store_fills(back) == 0  # a queried frame is stored as is, idempotently
+
+
+def test_naive_timestamps_are_utc_and_aware_ones_are_converted(
+        store: agts.ExecutionStore) -> None:
+    plus2 = timezone(timedelta(hours=2))
+    store.store_position_snapshots([
+        _snapshot(timestamp=datetime(2024, 3, 1, 12, 0, 0, 123456)),           # naive = UTC
+        _snapshot(timestamp=datetime(2024, 3, 1, 15, 0, tzinfo=plus2)),         # 13:00 UTC
+    ])
+    got = store.query_positions("BTC-USD", *DAY)["timestamp"].to_list()
+    assert got == [datetime(2024, 3, 1, 12, 0, 0, 123456, tzinfo=UTC),
+                   datetime(2024, 3, 1, 13, tzinfo=UTC)]

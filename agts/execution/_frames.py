@@ -5,8 +5,10 @@ Every batch becomes a Polars frame with exactly the table's columns, cast to the
 float64, text; jsonb as JSON text), then every rule of
 :mod:`agts.execution._schema` is checked, vectorized, before anything is sent.
 
-Timestamps: naive values are taken to be UTC (never shifted by the local time zone); aware values
-are converted to UTC; precision is microseconds (PostgreSQL's), finer digits are truncated.
+Timestamps follow the shared rule of :func:`agts._arrow.utc_series`: naive values are taken to be
+UTC (never shifted by the local time zone), aware values are converted to UTC, precision is
+microseconds (PostgreSQL's; finer digits are truncated), values outside PostgreSQL's range are
+refused.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
+from agts._arrow import utc_series
 from agts.errors import ConstraintError, ValidationError
 from agts.execution._schema import Column, TableSpec
 
@@ -47,6 +50,8 @@ def _plain(value: Any) -> Any:
         return str(value)
     if isinstance(value, dict | list):
         return json.dumps(value, sort_keys=True)
+    if isinstance(value, datetime):  # records may mix naive, UTC and other offsets
+        return utc(value, name="timestamp")
     return value
 
 
@@ -89,9 +94,7 @@ def _cast(frame: pl.DataFrame, col: Column) -> pl.Expr:
             return expr.str.to_lowercase().alias(name)
     elif col.type == "timestamptz":
         if isinstance(dtype, pl.Datetime):
-            expr = (expr.dt.replace_time_zone("UTC") if dtype.time_zone is None
-                    else expr.dt.convert_time_zone("UTC"))
-            return expr.cast(pl.Datetime("us", "UTC")).alias(name)
+            return expr  # made UTC by agts._arrow.utc_series in to_arrow
     elif col.type == "float8":
         if dtype.is_numeric():
             return expr.cast(pl.Float64).alias(name)
@@ -147,6 +150,8 @@ def to_arrow(data: Any, spec: TableSpec) -> pa.Table:
         pl.lit(None).alias(c.name) for c in spec.columns if c.name not in frame.columns
     )
     frame = frame.select(_cast(frame, c) for c in spec.columns)
+    frame = frame.with_columns(
+        utc_series(frame[c.name], column=c.name) for c in spec.columns if c.type == "timestamptz")
     if spec.kind == "market_quotes":
         frame = frame.with_columns(mid=pl.coalesce("mid", (pl.col("bid") + pl.col("ask")) / 2))
     for col in spec.columns:
