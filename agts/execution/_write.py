@@ -196,7 +196,7 @@ def write(db: Database, spec: TableSpec, table: pa.Table) -> int:
                     cur.execute(statement)
                 cur.execute("SELECT pg_advisory_xact_lock($1)", parameters=(spec.lock_key,))
                 cur.fetchall()
-                problem = _find_problem(cur, spec)
+                problem = _find_problem(cur, spec, single=table.num_rows == 1)
                 if problem is None:
                     inserted = _insert_all(cur, spec)
                 cur.execute(f"DROP TABLE {_STAGE}")
@@ -214,9 +214,11 @@ def write(db: Database, spec: TableSpec, table: pa.Table) -> int:
     return inserted
 
 
-def _find_problem(cur: Any, spec: TableSpec) -> StorageError | None:
-    cur.execute(_batch_conflict(spec))
-    row = cur.fetchone()
+def _find_problem(cur: Any, spec: TableSpec, *, single: bool) -> StorageError | None:
+    row = None
+    if not single:  # one staged row cannot conflict with itself
+        cur.execute(_batch_conflict(spec))
+        row = cur.fetchone()
     if row is not None:
         key = ", ".join(f"{k}={v!r}" for k, v in zip(spec.key, row[0], strict=True))
         return ConflictError(
