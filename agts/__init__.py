@@ -32,6 +32,7 @@ from agts.execution import (
     RiskDecision,
 )
 from agts.ingest import Ingestor, IngestResult, IngestStats, MetricPoint
+from agts.query import next_cursor
 
 __version__ = "0.1.0"
 
@@ -65,4 +66,5 @@ __all__ = [
     "ValidationError",
     "__version__",
     "connect",
+    "next_cursor",
 ]

@@ -6,9 +6,13 @@ import logging
 import os
 import uuid
 import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, overload
+
+import polars as pl
 
 from agts.config import StorageConfig
 from agts.db._database import Database, ServerInfo
@@ -16,6 +20,7 @@ from agts.errors import ConfigError
 
 if TYPE_CHECKING:
     from agts.ingest import Ingestor, IngestResult, MetricPoint, MetricsWriter
+    from agts.query import MetricsQueries
 
 __all__ = ["StorageEngine", "connect"]
 
@@ -176,6 +181,151 @@ class StorageEngine:
                             on_error=on_error)
         self.__dict__.setdefault("_ingestors_", weakref.WeakSet()).add(ingestor)
         return ingestor
+
+    # -- queries -----------------------------------------------------------------------------
+
+    def _queries(self) -> MetricsQueries:
+        queries = self.__dict__.get("_queries_")
+        if queries is None:
+            from agts.query import MetricsQueries
+
+            queries = MetricsQueries(self.db, self.config.query, community=self.server.community)
+            self.__dict__["_queries_"] = queries
+        return queries
+
+    @overload
+    def query_metrics(
+        self, metric_name: str, start: Any, end: Any, labels: Mapping[str, str] | None = None, *,
+        labels_in: Mapping[str, Sequence[str]] | None = None, limit: int | None = None,
+        after: str | None = None, iter_batches: Literal[False] = False, batch_size: int = 100_000,
+    ) -> pl.DataFrame: ...
+
+    @overload
+    def query_metrics(
+        self, metric_name: str, start: Any, end: Any, labels: Mapping[str, str] | None = None, *,
+        labels_in: Mapping[str, Sequence[str]] | None = None, limit: int | None = None,
+        after: str | None = None, iter_batches: Literal[True], batch_size: int = 100_000,
+    ) -> Iterator[pl.DataFrame]: ...
+
+    def query_metrics(
+        self, metric_name: str, start: Any, end: Any, labels: Mapping[str, str] | None = None, *,
+        labels_in: Mapping[str, Sequence[str]] | None = None, limit: int | None = None,
+        after: str | None = None, iter_batches: bool = False, batch_size: int = 100_000,
+    ) -> pl.DataFrame | Iterator[pl.DataFrame]:
+        """The points of one metric in ``[start, end)``, oldest first.
+
+        Parameters
+        ----------
+        metric_name
+            The metric (any text; it is always a bound parameter, never SQL).
+        start, end
+            The half-open range ``start <= timestamp < end``: datetimes or ISO 8601 strings;
+            naive values are taken to be UTC.
+        labels
+            Exact-match filters on the given keys: ``{"venue": "binance"}`` matches every series
+            whose labels include that pair (other keys may be present).
+        labels_in
+            Set filters: ``{"venue": ["binance", "okx"]}``.
+        limit, after
+            Keyset pagination for services: at most ``limit`` rows after the cursor ``after``
+            (from :func:`agts.next_cursor` of the previous page).
+        iter_batches
+            Return an iterator of frames of at most ``batch_size`` rows instead (bounded memory;
+            keyset pages under the hood).
+
+        Returns
+        -------
+        pl.DataFrame
+            ``timestamp`` (``Datetime("us", "UTC")``), ``metric_name``, ``value`` (Float64),
+            ``labels`` (a struct with one String field per label key in the result, sorted; null
+            where a series lacks the key) and ``series_id``; ordered by (timestamp, series_id).
+
+        Raises
+        ------
+        ValidationError
+            An invalid argument (before any database work).
+        ResultTooLargeError
+            More than ``query.max_results`` rows and no ``limit``: page or stream instead.
+        """
+        return self._queries().raw(metric_name, start, end, labels, labels_in=labels_in,
+                                   limit=limit, after=after, iter_batches=iter_batches,
+                                   batch_size=batch_size)
+
+    def query_aggregated(
+        self, metric_name: str, start: Any, end: Any, bucket: str | timedelta,
+        aggregation: str | Sequence[str], labels: Mapping[str, str] | None = None, *,
+        labels_in: Mapping[str, Sequence[str]] | None = None,
+        group_by: Sequence[str] | None = None, fill: Literal["null", "forward"] | None = None,
+    ) -> pl.DataFrame:
+        """One row per time bucket (and label group) with one column per aggregation.
+
+        Parameters
+        ----------
+        metric_name, start, end, labels, labels_in
+            As in :meth:`query_metrics` (half-open ``[start, end)``).
+        bucket
+            The bucket width: a ``timedelta`` or ``"15s"``, ``"1m"``, ``"1h"``, ``"1d"`` (units us,
+            ms, s, m, h, d, w). Buckets are aligned to the Unix epoch in UTC and labelled by start.
+        aggregation
+            One or several of ``avg``, ``min``, ``max``, ``sum``, ``count``, ``first``, ``last``,
+            ``stddev`` (sample), ``median`` and percentiles ``p50``, ``p99``, ``p99.9`` ... .
+        group_by
+            Label keys: one row per bucket and combination of their values (null where a series
+            lacks the key); the keys become String columns.
+        fill
+            ``"null"``: add empty buckets with null aggregates (``count`` 0); ``"forward"``: carry
+            the previous bucket's values into empty buckets.
+
+        Returns
+        -------
+        pl.DataFrame
+            ``timestamp``, the ``group_by`` columns, then the aggregations (``count`` Int64, the
+            others Float64), ordered by bucket and group.
+
+        Notes
+        -----
+        Buckets a rollup can answer exactly (aggregations other than percentiles, a bucket that
+        is a multiple of 1 minute or 1 hour, ``start``/``end`` on its edges) are read from the
+        rollup; what it does not hold yet comes from raw points, so results equal the raw
+        computation up to floating-point rounding.
+        """
+        return self._queries().aggregated(metric_name, start, end, bucket, aggregation, labels,
+                                          labels_in=labels_in, group_by=group_by, fill=fill)
+
+    def query_metrics_multi(
+        self, metric_names: Sequence[str], start: Any, end: Any,
+        labels: Mapping[str, str] | None = None, *,
+        labels_in: Mapping[str, Sequence[str]] | None = None,
+        shape: Literal["long", "wide"] = "long", bucket: str | timedelta | None = None,
+        aggregation: str | Sequence[str] = "avg", fill: Literal["null", "forward"] | None = None,
+    ) -> pl.DataFrame:
+        """Several metrics in one frame.
+
+        ``shape="long"``: the rows of :meth:`query_metrics` (or, with ``bucket``, of
+        :meth:`query_aggregated` plus a ``metric_name`` column) for every metric, ordered by time.
+        ``shape="wide"``: ``timestamp`` plus one column per metric (in the order given), aligned on
+        time (null where a metric has no value); raw wide frames need one series per metric,
+        bucketed ones one aggregation.
+        """
+        return self._queries().multi(metric_names, start, end, labels, labels_in=labels_in,
+                                     shape=shape, bucket=bucket, aggregation=aggregation,
+                                     fill=fill)
+
+    def refresh_rollups(self) -> dict[str, int]:
+        """Bring the 1-minute and 1-hour rollups up to date (incrementally: from the watermark,
+        plus the buckets of late-arriving ingest batches). Returns the number of time ranges
+        materialized per rollup. Queries are exact without it; it only makes them faster."""
+        return self._queries().refresh_rollups()
+
+    def query_stats(self) -> pl.DataFrame:
+        """Query statistics since connect: per kind (``raw``, ``aggregated``, ``multi``,
+        ``stream``, ``refresh_rollups``) the queries, rows, latency (mean/p50/p95/max ms) and cache
+        hits, misses and hit rate."""
+        return self._queries().stats.frame()
+
+    def clear_query_cache(self) -> None:
+        """Forget every cached query result."""
+        self._queries().cache.clear()
 
 
 def connect(

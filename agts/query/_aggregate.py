@@ -1,0 +1,165 @@
+"""Bucketed aggregation SQL, over raw points or over a rollup plus the raw tail, and gap filling.
+
+Buckets are ``time_bucket(bucket, time, '1970-01-01 UTC')``: aligned to the Unix epoch in UTC (so
+``"1d"`` buckets start at UTC midnight and ``"1w"`` buckets on Thursdays); a bucket is labelled by
+its start. Only points in ``[start, end)`` count, so the first and last bucket may be partial.
+
+Definitions (the same on every path): ``stddev`` is the sample standard deviation (n - 1; null for
+a single point), percentiles are continuous (``percentile_cont``: linear interpolation between
+closest ranks, as Polars' ``quantile(..., "linear")``), ``first``/``last`` are the values at the
+earliest/latest timestamp (ties between different series are broken arbitrarily).
+
+A rollup row holds, per (bucket, series): ``n``, ``total``, ``mn``, ``mx``, ``m2`` (the sum of
+squared deviations from the row's mean), and the first/last value with their times. Rows combine
+exactly into any coarser bucket: counts, sums, min and max directly; ``m2`` with the parallel
+variance formula ``M2 = sum(m2_i) + sum(n_i * (mean_i - mean)^2)``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import polars as pl
+
+from agts.query._args import EPOCH, AggSpec
+
+__all__ = ["ORIGIN", "gap_fill", "raw_sql", "result_schema", "rollup_sql"]
+
+ORIGIN = EPOCH
+
+_RAW_AGG = {
+    "avg": "avg(p.value)",
+    "min": "min(p.value)",
+    "max": "max(p.value)",
+    "sum": "sum(p.value)",
+    "count": "count(*)",
+    "first": "first(p.value, p.time)",
+    "last": "last(p.value, p.time)",
+    "stddev": "stddev_samp(p.value)",
+}
+
+_ROLLUP_AGG = {
+    "avg": "sum(w.total) / sum(w.n)",
+    "min": "min(w.mn)",
+    "max": "max(w.mx)",
+    "sum": "sum(w.total)",
+    "count": "sum(w.n)::bigint",
+    "first": "first(w.first_value, w.first_time)",
+    "last": "last(w.last_value, w.last_time)",
+    "stddev": ("CASE WHEN sum(w.n) > 1 THEN sqrt(greatest(sum(w.m2 + w.n * (w.total / w.n - "
+               "w.gmean) ^ 2), 0) / (sum(w.n) - 1)) END"),
+}
+
+#: Per (small bucket, series) statistics from raw points: the rollup's own columns.
+PARTIAL_COLUMNS = ("count(*) AS n, sum(p.value) AS total, min(p.value) AS mn, max(p.value) AS mx, "
+                   "var_pop(p.value) * count(*) AS m2, min(p.time) AS first_time, "
+                   "first(p.value, p.time) AS first_value, max(p.time) AS last_time, "
+                   "last(p.value, p.time) AS last_value")
+ROLLUP_COLUMNS = "n, total, mn, mx, m2, first_time, first_value, last_time, last_value"
+
+
+def _group_join(alias: str, groups: int, first_param: int) -> tuple[str, list[str]]:
+    """``JOIN unnest($ids, $g0, ...) AS m(series_id, g0, ...)``: each series' group values."""
+    if not groups:
+        return "", []
+    arrays = ", ".join(["$1::int[]"] + [f"${first_param + i}::text[]" for i in range(groups)])
+    names = [f"g{i}" for i in range(groups)]
+    join = (f" JOIN unnest({arrays}) AS m(series_id, {', '.join(names)}) "
+            f"ON m.series_id = {alias}.series_id")
+    return join, [f"m.{name}" for name in names]
+
+
+def raw_sql(specs: tuple[AggSpec, ...], groups: int) -> str:
+    """Aggregate raw points. Parameters: $1 series ids, $2 start, $3 end, $4 bucket, $5 origin,
+    $6.. group value arrays, then one fraction per percentile."""
+    join, gcols = _group_join("p", groups, 6)
+    param = 6 + groups
+    aggs = []
+    for spec in specs:
+        if spec.fraction is not None:
+            aggs.append(f'percentile_cont(${param}::float8) WITHIN GROUP (ORDER BY p.value) '
+                        f'AS "{spec.name}"')
+            param += 1
+        else:
+            aggs.append(f'{_RAW_AGG[spec.name]} AS "{spec.name}"')
+    keys = ", ".join(str(i) for i in range(1, 2 + groups))
+    select = ", ".join(["time_bucket($4::interval, p.time, $5::timestamptz) AS \"timestamp\"",
+                        *(f"{col} AS g{i}" for i, col in enumerate(gcols)), *aggs])
+    return (f"SELECT {select} FROM agts.metric_points AS p{join} "
+            "WHERE p.series_id = ANY($1::int[]) AND p.time >= $2 AND p.time < $3 "
+            f"GROUP BY {keys} ORDER BY {keys}")
+
+
+def rollup_sql(table: str, specs: tuple[AggSpec, ...], groups: int) -> str:
+    """Aggregate a rollup's rows plus the raw points it does not hold yet. ``table`` is one of
+    the module constants of :mod:`agts.query._rollups`. Parameters: $1 series ids, $2 start,
+    $3 end, $4 bucket, $5 origin, $6 rollup width, $7 watermark, $8 dirty ranges (a
+    tstzmultirange as text), $9.. group value arrays."""
+    join, gcols = _group_join("parts", groups, 9)
+    gnames = [f"g{i}" for i in range(groups)]
+    partition = ", ".join(["b", *gnames])
+    aggs = ", ".join(f'{_ROLLUP_AGG[spec.name]} AS "{spec.name}"' for spec in specs)
+    keys = ", ".join(str(i) for i in range(1, 2 + groups))
+    return (
+        "WITH parts AS ("
+        f"SELECT r.bucket, r.series_id, {', '.join('r.' + c for c in ROLLUP_COLUMNS.split(', '))} "
+        f"FROM {table} AS r WHERE r.series_id = ANY($1::int[]) AND r.bucket >= $2 "
+        "AND r.bucket < LEAST($3, $7::timestamptz) AND NOT ($8::tstzmultirange @> r.bucket) "
+        "UNION ALL "
+        f"SELECT time_bucket($6::interval, p.time) AS bucket, p.series_id, {PARTIAL_COLUMNS} "
+        "FROM agts.metric_points AS p WHERE p.series_id = ANY($1::int[]) AND p.time >= $2 "
+        "AND p.time < $3 AND (p.time >= $7::timestamptz OR $8::tstzmultirange @> p.time) "
+        "GROUP BY 1, 2"
+        "), g AS ("
+        "SELECT time_bucket($4::interval, parts.bucket, $5::timestamptz) AS b"
+        + "".join(f", {col} AS {name}" for col, name in zip(gcols, gnames, strict=True))
+        + f", {ROLLUP_COLUMNS} FROM parts{join}"
+        "), w AS ("
+        f"SELECT g.*, sum(g.total) OVER k / sum(g.n) OVER k AS gmean FROM g "
+        f"WINDOW k AS (PARTITION BY {partition})"
+        ") "
+        f"SELECT b AS \"timestamp\"{''.join(', ' + n for n in gnames)}, {aggs} FROM w "
+        f"GROUP BY {keys} ORDER BY {keys}"
+    )
+
+
+def result_schema(specs: tuple[AggSpec, ...], group_by: list[str]) -> dict[str, pl.DataType]:
+    schema: dict[str, pl.DataType] = {"timestamp": pl.Datetime("us", "UTC")}
+    schema.update({key: pl.String() for key in group_by})
+    for spec in specs:
+        schema[spec.name] = pl.Int64() if spec.name == "count" else pl.Float64()
+    return schema
+
+
+def gap_fill(
+    frame: pl.DataFrame, *, start: datetime, end: datetime, bucket: timedelta,
+    group_by: list[str], fill: str,
+) -> pl.DataFrame:
+    """Add the empty buckets of ``[start, end)`` (per group present in ``frame``): ``count`` 0,
+    other aggregations null (``fill="null"``) or the group's previous bucket's value
+    (``fill="forward"``; nothing is carried into the range from before ``start``)."""
+    if start >= end:
+        return frame
+    step = bucket // timedelta(microseconds=1)
+    first = ((start - ORIGIN) // timedelta(microseconds=1)) // step * step
+    last = ((end - ORIGIN) // timedelta(microseconds=1) - 1) // step * step
+    stamps = pl.DataFrame({"timestamp": pl.int_range(first, last + 1, step, eager=True)}).select(
+        pl.col("timestamp").cast(pl.Datetime("us", "UTC")))
+    grid = stamps.join(frame.select(group_by).unique(), how="cross") if group_by else stamps
+    if group_by and frame.is_empty():
+        return frame
+    marked = frame.with_columns(pl.lit(True).alias("_present"))
+    full = grid.join(marked, on=["timestamp", *group_by], how="left", nulls_equal=True)
+    full = full.sort([*group_by, "timestamp"], nulls_last=True)
+    values = [c for c in frame.columns if c not in ("timestamp", *group_by)]
+    fills = []
+    for col in values:
+        if col == "count":
+            fills.append(pl.col(col).fill_null(0))
+        elif fill == "forward":
+            carried = pl.col(col).forward_fill()
+            carried = carried.over(group_by) if group_by else carried
+            fills.append(pl.when(pl.col("_present")).then(pl.col(col)).otherwise(carried))
+    if fills:
+        full = full.with_columns(fills)
+    return full.sort(["timestamp", *group_by], nulls_last=True).select(frame.columns)

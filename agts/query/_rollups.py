@@ -1,0 +1,211 @@
+"""Rollups: which one answers a query, what it does not hold yet, and how it is refreshed.
+
+Two rollups, ``agts.rollup_1m`` and ``agts.rollup_1h`` (see ``sql/migrations/0004_rollups.up.sql``):
+plain tables agts maintains on the Apache edition, continuous aggregates on Community. Both
+editions keep the same bookkeeping in ``agts.rollup_state`` (watermark) and
+``agts.rollup_seen_batches`` (ledger batches taken in), so routing is the same code:
+
+- a query may use a rollup when every aggregation is derivable from it (not percentiles), the
+  bucket is a multiple of the rollup's width and ``start``/``end`` fall on its bucket edges;
+- the rollup answers the buckets before its watermark that no unseen ingest batch touched; the rest
+  (the tail after the watermark, late-arriving points) is computed from raw points in the same SQL
+  statement, so the answer equals the raw computation.
+
+A batch whose transaction started more than :data:`LEDGER_OVERLAP` before a refresh but committed
+after it is the one case this bookkeeping can miss (ingest transactions last milliseconds).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from agts.db._database import Database
+from agts.errors import translate
+from agts.query._aggregate import PARTIAL_COLUMNS
+from agts.query._args import AggSpec
+
+__all__ = ["LEDGER_OVERLAP", "ROLLUPS", "Rollup", "RollupView", "choose", "read_view", "refresh"]
+
+log = logging.getLogger(__name__)
+
+LEDGER_OVERLAP = timedelta(minutes=10)
+#: Key of the transaction advisory lock serializing refreshes (bytes of "agtsrllp").
+LOCK_KEY = int.from_bytes(b"agtsrllp", "big") & 0x7FFFFFFFFFFFFFFF
+
+
+@dataclass(frozen=True)
+class Rollup:
+    name: str
+    width: timedelta
+
+    @property
+    def table(self) -> str:
+        return f"agts.{self.name}"
+
+    @property
+    def width_us(self) -> int:
+        return self.width // timedelta(microseconds=1)
+
+
+#: Coarsest first: routing takes the first that fits.
+ROLLUPS = (Rollup("rollup_1h", timedelta(hours=1)), Rollup("rollup_1m", timedelta(minutes=1)))
+
+
+@dataclass(frozen=True)
+class RollupView:
+    """A rollup as a query sees it: materialized before ``watermark`` except ``dirty`` (the
+    buckets of unseen ingest batches, a ``tstzmultirange`` literal)."""
+
+    rollup: Rollup
+    watermark: datetime | None
+    dirty: str
+
+
+def _micros(value: datetime) -> int:
+    return (value - datetime(1970, 1, 1, tzinfo=value.tzinfo)) // timedelta(microseconds=1)
+
+
+def choose(specs: tuple[AggSpec, ...], bucket: timedelta, start: datetime,
+           end: datetime) -> Rollup | None:
+    """The coarsest rollup that answers ``specs`` over ``[start, end)`` exactly, or None."""
+    if not all(spec.rollup_ok for spec in specs):
+        return None
+    step = bucket // timedelta(microseconds=1)
+    for rollup in ROLLUPS:
+        width = rollup.width_us
+        if step % width == 0 and _micros(start) % width == 0 and _micros(end) % width == 0:
+            return rollup
+    return None
+
+
+_VIEW = """
+SELECT s.watermark,
+       (SELECT range_agg(tstzrange(time_bucket(s.width, b.min_time),
+                                   time_bucket(s.width, b.max_time) + s.width))::text
+        FROM agts.ingest_batches AS b
+        WHERE b.ingested_at > coalesce(s.refreshed_at, '-infinity') - %(overlap)s
+          AND b.min_time IS NOT NULL AND b.min_time < s.watermark
+          AND b.min_time < %(end)s AND b.max_time >= %(start)s
+          AND NOT EXISTS (SELECT 1 FROM agts.rollup_seen_batches AS x
+                          WHERE x.rollup = s.rollup AND x.batch_id = b.batch_id))
+FROM agts.rollup_state AS s WHERE s.rollup = %(rollup)s
+"""
+
+
+def read_view(db: Database, rollup: Rollup, start: datetime, end: datetime) -> RollupView:
+    """The rollup's watermark and the dirty ranges overlapping ``[start, end)``."""
+    try:
+        with db.connection() as conn, conn.cursor() as cur:
+            cur.execute(_VIEW, {"overlap": LEDGER_OVERLAP, "start": start, "end": end,
+                                "rollup": rollup.name})
+            row = cur.fetchone()
+    except Exception as exc:
+        raise translate(exc, action=f"read the state of {rollup.table}") from exc
+    if row is None:
+        return RollupView(rollup, None, "{}")
+    return RollupView(rollup, row[0], row[1] or "{}")
+
+
+_UNSEEN = """
+SELECT b.batch_id, b.ingested_at, time_bucket(%(width)s, b.min_time),
+       time_bucket(%(width)s, b.max_time) + %(width)s
+FROM agts.ingest_batches AS b
+WHERE b.ingested_at > coalesce(%(refreshed_at)s, '-infinity'::timestamptz) - %(overlap)s
+  AND NOT EXISTS (SELECT 1 FROM agts.rollup_seen_batches AS x
+                  WHERE x.rollup = %(rollup)s AND x.batch_id = b.batch_id)
+"""
+
+
+def _merge(ranges: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    merged: list[tuple[datetime, datetime]] = []
+    for low, high in sorted(r for r in ranges if r[0] < r[1]):
+        if merged and low <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], high))
+        else:
+            merged.append((low, high))
+    return merged
+
+
+def _plan(cur: Any, rollup: Rollup) -> tuple[list[Any], list[tuple[datetime, datetime]], Any]:
+    """Read the state and the unseen batches: (batches, ranges to materialize, new watermark)."""
+    cur.execute("SELECT watermark, refreshed_at, time_bucket(width, now()) FROM agts.rollup_state "
+                "WHERE rollup = %s FOR UPDATE", (rollup.name,))
+    watermark, refreshed_at, new_watermark = cur.fetchone()
+    cur.execute(_UNSEEN, {"width": rollup.width, "refreshed_at": refreshed_at,
+                          "overlap": LEDGER_OVERLAP, "rollup": rollup.name})
+    batches = cur.fetchall()
+    low = watermark
+    if low is None:
+        cur.execute("SELECT time_bucket(%s, min(time)) FROM agts.metric_points", (rollup.width,))
+        low = cur.fetchone()[0] or new_watermark
+    ranges = [(low, new_watermark)]
+    if watermark is not None:
+        ranges += [(b[2], min(b[3], watermark)) for b in batches if b[2] < watermark]
+    return batches, _merge(ranges), new_watermark
+
+
+def _record(cur: Any, rollup: Rollup, batches: list[Any], new_watermark: Any) -> None:
+    if batches:
+        cur.executemany(
+            "INSERT INTO agts.rollup_seen_batches (rollup, batch_id, ingested_at) "
+            "VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+            [(rollup.name, b[0], b[1]) for b in batches])
+    cur.execute("UPDATE agts.rollup_state SET watermark = greatest(watermark, %s), "
+                "refreshed_at = now() WHERE rollup = %s", (new_watermark, rollup.name))
+    cur.execute("DELETE FROM agts.rollup_seen_batches WHERE rollup = %s "
+                "AND ingested_at <= now() - %s", (rollup.name, LEDGER_OVERLAP))
+
+
+def refresh(db: Database, *, community: bool) -> dict[str, int]:
+    """Bring every rollup up to date; returns the number of ranges materialized per rollup."""
+    done: dict[str, int] = {}
+    for rollup in ROLLUPS:
+        try:
+            done[rollup.name] = (_refresh_cagg(db, rollup) if community
+                                 else _refresh_table(db, rollup))
+        except Exception as exc:
+            raise translate(exc, action=f"refresh {rollup.table}") from exc
+    return done
+
+
+def _refresh_table(db: Database, rollup: Rollup) -> int:
+    insert = (f"INSERT INTO {rollup.table} (bucket, series_id, n, total, mn, mx, m2, first_time, "
+              "first_value, last_time, last_value) "
+              f"SELECT time_bucket(%s, p.time), p.series_id, {PARTIAL_COLUMNS} "
+              "FROM agts.metric_points AS p WHERE p.time >= %s AND p.time < %s GROUP BY 1, 2")
+    with db.connection() as conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+        batches, ranges, new_watermark = _plan(cur, rollup)
+        for low, high in ranges:
+            cur.execute(f"DELETE FROM {rollup.table} WHERE bucket >= %s AND bucket < %s",
+                        (low, high))
+            cur.execute(insert, (rollup.width, low, high))
+            log.debug("%s: materialized [%s, %s): %d rows", rollup.name, low, high, cur.rowcount)
+        _record(cur, rollup, batches, new_watermark)
+    return len(ranges)
+
+
+def _refresh_cagg(db: Database, rollup: Rollup) -> int:
+    # refresh_continuous_aggregate refuses to run in a transaction block: plan and record in
+    # transactions, materialize in autocommit between them (under a session advisory lock).
+    with db.connection() as conn:
+        conn.commit()
+        conn.autocommit = True
+        try:
+            conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+            try:
+                with conn.transaction(), conn.cursor() as cur:
+                    batches, ranges, new_watermark = _plan(cur, rollup)
+                for low, high in ranges:
+                    conn.execute("CALL refresh_continuous_aggregate(%s, %s, %s)",
+                                 (rollup.table, low, high))
+                with conn.transaction(), conn.cursor() as cur:
+                    _record(cur, rollup, batches, new_watermark)
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+        finally:
+            conn.autocommit = False
+    return len(ranges)

@@ -1,0 +1,301 @@
+"""The query API behind :class:`agts.StorageEngine`: checks, routing, cache and statistics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import polars as pl
+
+from agts.config import QueryConfig
+from agts.db._database import Database
+from agts.errors import ResultTooLargeError, ValidationError
+from agts.query import _aggregate as agg
+from agts.query._args import (
+    AggSpec,
+    Fill,
+    Shape,
+    bucket_micros,
+    check_choice,
+    check_labels,
+    check_labels_in,
+    check_metric_name,
+    check_positive_int,
+    check_range,
+    format_cursor,
+    parse_aggregations,
+    parse_bucket,
+    parse_cursor,
+)
+from agts.query._cache import QueryCache, QueryStats
+from agts.query._raw import empty_raw, fetch_page, iter_pages, with_series
+from agts.query._rollups import choose, read_view, refresh
+from agts.query._series import fetch_arrow, resolve_series
+
+__all__ = ["MetricsQueries", "next_cursor"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 100_000
+
+
+def next_cursor(page: pl.DataFrame) -> str | None:
+    """The ``after=`` cursor that continues after the last row of ``page`` (None when empty)."""
+    if page.is_empty():
+        return None
+    if "series_id" not in page.columns or "timestamp" not in page.columns:
+        raise ValidationError("next_cursor needs a page from query_metrics (timestamp, series_id)")
+    last = page.row(page.height - 1, named=True)
+    return format_cursor(last["timestamp"], last["series_id"])
+
+
+def _key_part(mapping: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in mapping.items()))
+
+
+class MetricsQueries:
+    """Metric queries for one engine: owns the result cache and the statistics."""
+
+    def __init__(self, db: Database, config: QueryConfig, *, community: bool) -> None:
+        self._db = db
+        self._config = config
+        self._community = community
+        self.cache = QueryCache(db, ttl_sec=config.cache_ttl_sec,
+                                max_entries=config.cache_max_entries)
+        self.stats = QueryStats()
+
+    # -- raw -----------------------------------------------------------------------------------
+
+    def raw(
+        self, metric_name: str, start: Any, end: Any, labels: Any = None, *,
+        labels_in: Any = None, limit: int | None = None, after: str | None = None,
+        iter_batches: bool = False, batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> pl.DataFrame | Iterator[pl.DataFrame]:
+        name = check_metric_name(metric_name)
+        return self._raw([name], start, end, labels, labels_in=labels_in, limit=limit,
+                         after=after, iter_batches=iter_batches, batch_size=batch_size,
+                         kind="raw")
+
+    def _raw(
+        self, names: list[str], start: Any, end: Any, labels: Any, *, labels_in: Any,
+        limit: int | None, after: str | None, iter_batches: bool, batch_size: int, kind: str,
+    ) -> pl.DataFrame | Iterator[pl.DataFrame]:
+        began = time.perf_counter()
+        start_utc, end_utc = check_range(start, end)
+        label_map, in_map = check_labels(labels), check_labels_in(labels_in)
+        max_results = self._config.max_results
+        if limit is not None:
+            check_positive_int(limit, name="limit", maximum=max_results)
+        cursor = parse_cursor(after)
+        if iter_batches:
+            check_positive_int(batch_size, name="batch_size")
+            if limit is not None:
+                raise ValidationError("pass either limit= (one page) or iter_batches=True, not both")
+            series = resolve_series(self._db, names, label_map, in_map)
+            return self._stream(series, start_utc, end_utc, batch_size, cursor, began)
+        key = (kind, tuple(names), start_utc, end_utc, _key_part(label_map), _key_part(in_map),
+               limit, cursor)
+        return self._cached(kind, key, start_utc, end_utc, began, lambda: self._raw_frame(
+            names, start_utc, end_utc, label_map, in_map, limit, cursor))
+
+    def _raw_frame(
+        self, names: list[str], start: datetime, end: datetime, labels: dict[str, str],
+        labels_in: dict[str, list[str]], limit: int | None, cursor: tuple[datetime, int] | None,
+    ) -> pl.DataFrame:
+        series = resolve_series(self._db, names, labels, labels_in)
+        if series.is_empty() or start >= end:
+            return empty_raw(series)
+        max_results = self._config.max_results
+        ids = series.get_column("series_id").to_list()
+        points = fetch_page(self._db, ids, start, end,
+                            limit=limit if limit is not None else max_results + 1, after=cursor)
+        if limit is None and points.height > max_results:
+            raise ResultTooLargeError(
+                f"the query returns more than {max_results} rows (query.max_results); page with "
+                "limit= and after=agts.next_cursor(page), stream with iter_batches=True, narrow "
+                "the time range or labels, or raise query.max_results")
+        return with_series(points, series)
+
+    def _stream(
+        self, series: pl.DataFrame, start: datetime, end: datetime, batch_size: int,
+        cursor: tuple[datetime, int] | None, began: float,
+    ) -> Iterator[pl.DataFrame]:
+        rows = 0
+        try:
+            if series.is_empty() or start >= end:
+                return
+            ids = series.get_column("series_id").to_list()
+            for page in iter_pages(self._db, ids, start, end, batch_size=batch_size, after=cursor):
+                rows += page.height
+                yield with_series(page, series)
+        finally:
+            self.stats.record("stream", seconds=time.perf_counter() - began, rows=rows, cache=None)
+
+    # -- aggregated ----------------------------------------------------------------------------
+
+    def aggregated(
+        self, metric_name: str, start: Any, end: Any, bucket: Any, aggregation: Any,
+        labels: Any = None, *, labels_in: Any = None, group_by: Sequence[str] | None = None,
+        fill: Fill | None = None, kind: str = "aggregated",
+    ) -> pl.DataFrame:
+        began = time.perf_counter()
+        name = check_metric_name(metric_name)
+        start_utc, end_utc = check_range(start, end)
+        width = parse_bucket(bucket)
+        specs = parse_aggregations(aggregation)
+        label_map, in_map = check_labels(labels), check_labels_in(labels_in)
+        keys = self._check_group_by(group_by, specs)
+        check_choice(fill, Fill, name="fill", optional=True)
+        key = (kind, name, start_utc, end_utc, bucket_micros(width), specs, _key_part(label_map),
+               _key_part(in_map), tuple(keys), fill)
+        return self._cached(kind, key, start_utc, end_utc, began, lambda: self._aggregate(
+            name, start_utc, end_utc, width, specs, label_map, in_map, keys, fill))
+
+    @staticmethod
+    def _check_group_by(group_by: Any, specs: tuple[AggSpec, ...]) -> list[str]:
+        if group_by is None:
+            return []
+        keys = [group_by] if isinstance(group_by, str) else group_by
+        if not isinstance(keys, Sequence) or not all(isinstance(k, str) and k for k in keys):
+            raise ValidationError(f"group_by must be a list of label keys, got {group_by!r}")
+        taken = {"timestamp", *(spec.name for spec in specs)}
+        for k in keys:
+            if k in taken:
+                raise ValidationError(
+                    f"group_by key {k!r} clashes with an output column ({sorted(taken)!r})")
+        if len(set(keys)) != len(keys):
+            raise ValidationError(f"group_by lists a key twice: {list(keys)!r}")
+        return list(keys)
+
+    def _aggregate(
+        self, name: str, start: datetime, end: datetime, width: timedelta,
+        specs: tuple[AggSpec, ...], labels: dict[str, str], labels_in: dict[str, list[str]],
+        keys: list[str], fill: str | None,
+    ) -> pl.DataFrame:
+        schema = agg.result_schema(specs, keys)
+        series = resolve_series(self._db, [name], labels, labels_in)
+        if series.is_empty() or start >= end:
+            frame = pl.DataFrame(schema=schema)
+        else:
+            frame = self._aggregate_sql(series, start, end, width, specs, keys, schema)
+        if fill is not None:
+            frame = agg.gap_fill(frame, start=start, end=end, bucket=width, group_by=keys,
+                                 fill=fill)
+        if frame.height > self._config.max_results:
+            raise ResultTooLargeError(
+                f"the query returns {frame.height} rows, more than {self._config.max_results} "
+                "(query.max_results); use a coarser bucket, a shorter range or fewer groups, or "
+                "raise query.max_results")
+        return frame
+
+    def _aggregate_sql(
+        self, series: pl.DataFrame, start: datetime, end: datetime, width: timedelta,
+        specs: tuple[AggSpec, ...], keys: list[str], schema: dict[str, pl.DataType],
+    ) -> pl.DataFrame:
+        ids = series.get_column("series_id").to_list()
+        label_sets = [json.loads(text) for text in series.get_column("labels_json").to_list()]
+        groups = [[labels.get(k) for labels in label_sets] for k in keys]
+        head: list[Any] = [ids, start, end, width, agg.ORIGIN]
+        rollup = choose(specs, width, start, end)
+        view = read_view(self._db, rollup, start, end) if rollup is not None else None
+        if view is not None and view.watermark is not None and start < view.watermark:
+            query = agg.rollup_sql(view.rollup.table, specs, len(keys))
+            params = [*head, view.rollup.width, view.watermark, view.dirty, *groups]
+            log.debug("aggregate from %s (watermark %s, dirty %s)", view.rollup.name,
+                      view.watermark, view.dirty)
+        else:
+            query = agg.raw_sql(specs, len(keys))
+            fractions = [spec.fraction for spec in specs if spec.fraction is not None]
+            params = [*head, *groups, *fractions]
+        table = fetch_arrow(self._db, query, params, action="query aggregated metrics")
+        frame = pl.from_arrow(table)
+        assert isinstance(frame, pl.DataFrame)
+        frame = frame.rename({f"g{i}": k for i, k in enumerate(keys)})
+        return frame.select([pl.col(c).cast(t) for c, t in schema.items()])
+
+    # -- several metrics -----------------------------------------------------------------------
+
+    def multi(
+        self, metric_names: Sequence[str], start: Any, end: Any, labels: Any = None, *,
+        labels_in: Any = None, shape: Shape = "long", bucket: Any = None,
+        aggregation: Any = "avg", fill: Fill | None = None,
+    ) -> pl.DataFrame:
+        if isinstance(metric_names, str) or not isinstance(metric_names, Sequence) \
+                or not metric_names:
+            raise ValidationError(
+                f"metric_names must be a non-empty list of names, got {metric_names!r}")
+        names = [check_metric_name(n, what="metric_names item") for n in metric_names]
+        if len(set(names)) != len(names):
+            raise ValidationError(f"metric_names lists a name twice: {names!r}")
+        check_choice(shape, Shape, name="shape")
+        if bucket is None:
+            if fill is not None:
+                raise ValidationError("fill= needs bucket= (gap filling works on buckets)")
+            frame = self._raw(names, start, end, labels, labels_in=labels_in, limit=None,
+                              after=None, iter_batches=False, batch_size=DEFAULT_BATCH_SIZE,
+                              kind="multi")
+            assert isinstance(frame, pl.DataFrame)
+            return frame if shape == "long" else _wide_raw(frame, names)
+        specs = parse_aggregations(aggregation)
+        if shape == "wide" and len(specs) != 1:
+            raise ValidationError(
+                f"shape='wide' takes one aggregation (one column per metric), got {aggregation!r}")
+        parts = [self.aggregated(n, start, end, bucket, aggregation, labels, labels_in=labels_in,
+                                 fill=fill, kind="multi") for n in names]
+        if shape == "long":
+            return pl.concat([p.with_columns(pl.lit(n).alias("metric_name")) for n, p in
+                              zip(names, parts, strict=True)]).sort(
+                "timestamp", maintain_order=True).select(
+                "timestamp", "metric_name", *(s.name for s in specs))
+        column = specs[0].name
+        return _align([p.select("timestamp", pl.col(column).alias(n))
+                       for n, p in zip(names, parts, strict=True)])
+
+    # -- cache, statistics, rollups -------------------------------------------------------------
+
+    def _cached(self, kind: str, key: Any, start: datetime, end: datetime, began: float,
+                compute: Any) -> pl.DataFrame:
+        cacheable = self.cache.cacheable(end)
+        if cacheable:
+            hit = self.cache.get(key)
+            if hit is not None:
+                self.stats.record(kind, seconds=time.perf_counter() - began, rows=hit.height,
+                                  cache=True)
+                return hit
+        stored_at = datetime.now(UTC)
+        frame: pl.DataFrame = compute()
+        if cacheable:
+            self.cache.put(key, frame, start, end, stored_at)
+        self.stats.record(kind, seconds=time.perf_counter() - began, rows=frame.height,
+                          cache=False if cacheable else None)
+        return frame
+
+    def refresh_rollups(self) -> dict[str, int]:
+        began = time.perf_counter()
+        done = refresh(self._db, community=self._community)
+        self.stats.record("refresh_rollups", seconds=time.perf_counter() - began, rows=0,
+                          cache=None)
+        return done
+
+
+def _wide_raw(frame: pl.DataFrame, names: list[str]) -> pl.DataFrame:
+    counts = frame.group_by("metric_name").agg(pl.col("series_id").n_unique().alias("n"))
+    several = counts.filter(pl.col("n") > 1).get_column("metric_name").to_list()
+    if several:
+        raise ValidationError(
+            f"shape='wide' needs one series per metric, but {sorted(several)!r} match several "
+            "label sets; narrow labels=, or pass bucket= and aggregation= to combine them")
+    return _align([frame.filter(pl.col("metric_name") == n).select(
+        "timestamp", pl.col("value").alias(n)) for n in names])
+
+
+def _align(parts: list[pl.DataFrame]) -> pl.DataFrame:
+    """Full outer join on timestamp: one row per timestamp present in any part, sorted."""
+    out = parts[0]
+    for part in parts[1:]:
+        out = out.join(part, on="timestamp", how="full", coalesce=True)
+    return out.sort("timestamp")
