@@ -2,9 +2,11 @@
 
 The cache keeps results of identical queries over *closed* ranges only: ``end`` at least
 :data:`CLOSED_AFTER` in the past when the query ran. Points can still arrive late for a closed
-range, so a hit is served only if no ingest batch touching the range was recorded in the ledger
-(``agts.ingest_batches``) since the entry was stored (counting batches whose transaction began up
-to :data:`LEDGER_SLACK` before it, to cover a batch in flight). Entries expire after
+range, so a hit is served only if the ingest ledger (``agts.ingest_batches``) shows no batch
+touching the range that was not already there when the entry was computed: the batches touching
+the range whose transaction began from :data:`LEDGER_SLACK` before the query on are counted
+before the query runs and again on every hit; a different count is a miss. (A batch that began
+earlier than that and committed after the query is the case this cannot see.) Entries expire after
 ``query.cache_ttl_sec``; the least recently used go first beyond ``query.cache_max_entries``.
 """
 
@@ -28,9 +30,9 @@ __all__ = ["CLOSED_AFTER", "LEDGER_SLACK", "QueryCache", "QueryStats"]
 CLOSED_AFTER = timedelta(seconds=60)
 LEDGER_SLACK = timedelta(minutes=1)
 
-_CHANGED = """
-SELECT EXISTS (SELECT 1 FROM agts.ingest_batches
-               WHERE ingested_at >= %s AND min_time < %s AND max_time >= %s)
+_TOUCHING = """
+SELECT count(*) FROM agts.ingest_batches
+WHERE ingested_at >= %s AND min_time < %s AND max_time >= %s
 """
 
 
@@ -41,6 +43,7 @@ class _Entry:
     stored_at: datetime
     start: datetime
     end: datetime
+    batches: int
 
 
 class QueryCache:
@@ -75,10 +78,15 @@ class QueryCache:
             return None
         return entry.frame
 
+    def mark(self, start: datetime, end: datetime) -> tuple[datetime, int]:
+        """Call before computing a result to cache: the ledger's state for ``[start, end)``."""
+        stored_at = datetime.now(UTC)
+        return stored_at, self._touching(stored_at, start, end)
+
     def put(self, key: Hashable, frame: pl.DataFrame, start: datetime, end: datetime,
-            stored_at: datetime) -> None:
+            marker: tuple[datetime, int]) -> None:
         with self._lock:
-            self._entries[key] = _Entry(frame, time.monotonic(), stored_at, start, end)
+            self._entries[key] = _Entry(frame, time.monotonic(), marker[0], start, end, marker[1])
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
@@ -88,13 +96,16 @@ class QueryCache:
             self._entries.clear()
 
     def _changed(self, entry: _Entry) -> bool:
+        return self._touching(entry.stored_at, entry.start, entry.end) != entry.batches
+
+    def _touching(self, stored_at: datetime, start: datetime, end: datetime) -> int:
         try:
             with self._db.connection() as conn, conn.cursor() as cur:
-                cur.execute(_CHANGED, (entry.stored_at - LEDGER_SLACK, entry.end, entry.start))
+                cur.execute(_TOUCHING, (stored_at - LEDGER_SLACK, end, start))
                 row = cur.fetchone()
         except Exception as exc:
             raise translate(exc, action="check the query cache") from exc
-        return bool(row and row[0])
+        return int(row[0]) if row else 0
 
 
 @dataclass

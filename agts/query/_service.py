@@ -6,7 +6,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import polars as pl
@@ -266,10 +266,10 @@ class MetricsQueries:
                 self.stats.record(kind, seconds=time.perf_counter() - began, rows=hit.height,
                                   cache=True)
                 return hit
-        stored_at = datetime.now(UTC)
+        marker = self.cache.mark(start, end) if cacheable else None
         frame: pl.DataFrame = compute()
-        if cacheable:
-            self.cache.put(key, frame, start, end, stored_at)
+        if marker is not None:
+            self.cache.put(key, frame, start, end, marker)
         self.stats.record(kind, seconds=time.perf_counter() - began, rows=frame.height,
                           cache=False if cacheable else None)
         return frame
