@@ -40,7 +40,7 @@ ROLLUP_AGGREGATIONS = ("avg", "min", "max", "sum", "count", "first", "last", "st
 AGGREGATIONS = (*ROLLUP_AGGREGATIONS, "median")
 Aggregation = Literal["avg", "min", "max", "sum", "count", "first", "last", "stddev", "median"]
 
-_PERCENTILE = re.compile(r"^p(100|[0-9]{1,2})(?:\.([0-9]{1,3}))?$")
+_PERCENTILE = re.compile(r"^p([0-9]{1,3})(?:\.([0-9]{1,3}))?$")
 _BUCKET = re.compile(r"^\s*([0-9]+)\s*(us|ms|s|m|h|d|w)\s*$")
 _UNIT_MICROS = {"us": 1, "ms": 1_000, "s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000,
                 "d": 86_400_000_000, "w": 7 * 86_400_000_000}
