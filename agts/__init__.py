@@ -5,6 +5,8 @@ Everything users may touch is imported here; other modules are private.
 """
 
 from agts._engine import StorageEngine, connect
+from agts.archive import ArchiveReport
+from agts.archive._cold import cold
 from agts.config import StorageConfig
 from agts.db import ServerInfo
 from agts.errors import (
@@ -33,10 +35,12 @@ from agts.execution import (
 )
 from agts.ingest import Ingestor, IngestResult, IngestStats, MetricPoint
 from agts.query import next_cursor
+from agts.retention import RetentionReport
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArchiveReport",
     "BackpressureError",
     "ConfigError",
     "ConflictError",
@@ -57,6 +61,7 @@ __all__ = [
     "PositionSnapshot",
     "QueryError",
     "ResultTooLargeError",
+    "RetentionReport",
     "RiskDecision",
     "ServerInfo",
     "SpoolFullError",
@@ -65,6 +70,7 @@ __all__ = [
     "StorageError",
     "ValidationError",
     "__version__",
+    "cold",
     "connect",
     "next_cursor",
 ]

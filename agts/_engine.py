@@ -19,8 +19,10 @@ from agts.db._database import Database, ServerInfo
 from agts.errors import ConfigError
 
 if TYPE_CHECKING:
+    from agts.archive import ArchiveReport
     from agts.ingest import Ingestor, IngestResult, MetricPoint, MetricsWriter
     from agts.query import MetricsQueries
+    from agts.retention import RetentionReport
 
 __all__ = ["StorageEngine", "connect"]
 
@@ -326,6 +328,127 @@ class StorageEngine:
     def clear_query_cache(self) -> None:
         """Forget every cached query result."""
         self._queries().cache.clear()
+
+    # -- retention and archive ---------------------------------------------------------------
+
+    def archive(
+        self, table: str, start: Any = None, end: Any = None, *, drop: bool = False,
+        root: str | None = None, row_group_rows: int = 1_000_000,
+    ) -> ArchiveReport:
+        """Export whole chunks of ``table`` inside ``[start, end)`` to the Parquet cold tier.
+
+        Each chunk range is exported, verified (files re-read: sha256 and row counts, and the
+        total compared with the hot tier) and, with ``drop=True``, only then dropped from the hot
+        tier. Safe to re-run after a crash at any step: nothing is lost or stored twice.
+
+        Parameters
+        ----------
+        table
+            ``metrics`` (metric points, exported as ``timestamp, metric_name, value, labels``),
+            ``orders``, ``fills``, ... or any hypertable of schema ``agts``.
+        start, end
+            Datetimes or ISO 8601 strings (naive = UTC); chunks lying entirely inside are taken.
+            Default: from the oldest chunk up to now (closed chunks only).
+        drop
+            Remove the verified chunks from the hot tier.
+        root
+            Archive root (a directory or ``s3://bucket/prefix``); default ``archive.root``.
+        row_group_rows
+            Rows per Parquet row group.
+
+        Raises
+        ------
+        ConfigError
+            No archive root, an unknown table or an invalid argument.
+        """
+        from agts.archive._api import archive
+
+        return archive(self, table, start, end, drop=drop, root=root,
+                       row_group_rows=row_group_rows)
+
+    def export_cold(
+        self, table: str, start: Any = None, end: Any = None, *, root: str | None = None,
+        row_group_rows: int = 1_000_000,
+    ) -> ArchiveReport:
+        """Copy whole chunks to the cold tier without dropping them: :meth:`archive` with
+        ``drop=False``."""
+        return self.archive(table, start, end, drop=False, root=root, row_group_rows=row_group_rows)
+
+    def restore(self, table: str, start: Any, end: Any, *, root: str | None = None) -> int:
+        """Bring the archived (dropped) chunk ranges of ``table`` overlapping ``[start, end)``
+        back into the hot tier. Idempotent (rows already present are kept once); metric points
+        get their series back through ``agts.series``. Returns the rows inserted.
+
+        The restored ranges are archived units again (state ``verified``): the next retention run
+        drops them again unless the policy changed.
+        """
+        from agts.archive._restore import restore
+
+        return restore(self, table, start, end, root=root)
+
+    def cold(self, *, root: str | None = None) -> Any:
+        """A DuckDB connection with one view per archived table (``metrics``, ``orders``, ...).
+
+        Local archives are read with ``read_parquet(..., hive_partitioning = true)``; S3 archives
+        through pyarrow datasets (DuckDB's httpfs is not needed). Close it when done.
+        """
+        from agts.archive._cold import duckdb_connection
+
+        return duckdb_connection(self._archive_store(root))
+
+    def scan_cold(self, table: str, *, root: str | None = None) -> pl.LazyFrame:
+        """A Polars ``LazyFrame`` over every archived file of ``table`` (all states)."""
+        from agts.archive._cold import scan
+
+        return scan(self._archive_store(root), table)
+
+    def query_cold(
+        self, table: str, start: Any, end: Any, *, metric_name: str | None = None,
+        root: str | None = None,
+    ) -> pl.DataFrame:
+        """The rows of ``table`` in ``[start, end)`` that live only in the cold tier.
+
+        Exactly the complement of the hot tier: rows of chunk ranges that were dropped after
+        archiving (and, for ``metrics``, rows removed by per-metric retention). Concatenated with
+        a hot query over the same range it gives every row once, with no gap and no overlap.
+        """
+        from agts.archive._cold import query_cold
+
+        return query_cold(self, table, start, end, metric_name=metric_name, root=root)
+
+    def run_retention(self, *, now: Any = None, dry_run: bool = False) -> RetentionReport:
+        """Apply ``retention.*``: compress old chunks (Community), archive and drop expired ones.
+
+        With ``retention.archive_before_drop`` (the default) nothing is dropped that the cold tier
+        (``archive.root``) has not written and verified; with no archive root, expired chunks are
+        kept and listed in ``skipped``. On the Apache edition run it from cron
+        (``agts retention run``) or as a service (``agts retention run --every 1h``).
+
+        Parameters
+        ----------
+        now
+            The reference time (default: the current time); expiry is ``now - days``.
+        dry_run
+            Report what would be done without changing anything.
+        """
+        from agts.retention import run_retention
+
+        return run_retention(self, now=now, dry_run=dry_run)
+
+    def storage_report(
+        self, *, by: Literal["table", "chunk"] = "table", growth_days: int = 7,
+    ) -> pl.DataFrame:
+        """Storage per table (hot, warm = compressed, cold = archived bytes, compression ratio,
+        growth per day over the last ``growth_days`` days, 30-day projection, steady state under
+        retention) or per chunk and archive unit (``by="chunk"``)."""
+        from agts.retention import storage_report
+
+        return storage_report(self, by=by, growth_days=growth_days)
+
+    def _archive_store(self, root: str | None = None) -> Any:
+        from agts.archive import ArchiveStore
+
+        return ArchiveStore.from_config(self.config.archive, root)
 
 
 def connect(

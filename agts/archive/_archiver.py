@@ -1,0 +1,385 @@
+"""Export → verify → drop, one chunk range ("unit") at a time, crash-safe and idempotent.
+
+Each step commits its state to ``agts.archive_units`` before the next one starts (see migration
+0005 for the states). A run picks every unit up where the last one stopped:
+
+- ``exporting``: (re)write the unit's files. Names derive from the range, so this overwrites.
+- ``exported``: re-read every file (sha256, Parquet row count) and compare the row total with the
+  hot tier's current count. A mismatch sends the unit back to ``exporting``.
+- ``verified``: in one transaction, lock the unit's chunk against writes, count its hot rows again
+  (rows that arrived late send it back to ``exporting``), drop the chunk (``drop_chunks``) or delete
+  the metric's rows, and mark the unit ``dropped``. Either all of that commits or none of it.
+
+Only one run works on a hypertable at a time (a transaction-scoped advisory lock, released by the
+server even if the process dies).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import pyarrow.parquet as pq
+from psycopg import sql
+
+from agts.archive._export import SeriesLookup, count_hot, export_range, file_path
+from agts.archive._store import ArchiveStore
+from agts.archive._tables import METRICS, SCHEMA_VERSION, TableSpec, chunks
+from agts.db._database import Database
+from agts.errors import StorageError
+
+__all__ = ["ArchiveReport", "Archiver", "Unit"]
+
+log = logging.getLogger(__name__)
+
+Step = Literal["claimed", "written", "exported", "verified", "dropped"]
+
+#: Called after each committed step; tests set it to inject crashes between steps.
+STEP_HOOK: Callable[[Step, Unit], None] | None = None
+
+_MAX_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One chunk range of one hypertable (optionally one metric's rows of it)."""
+
+    spec: TableSpec
+    start: datetime
+    end: datetime
+    metric_name: str | None = None
+
+    def __str__(self) -> str:
+        what = f" metric {self.metric_name!r}" if self.metric_name is not None else ""
+        return f"{self.spec.name} [{self.start.isoformat()}, {self.end.isoformat()}){what}"
+
+
+@dataclass
+class ArchiveReport:
+    """What an :meth:`agts.StorageEngine.archive` call did.
+
+    Attributes
+    ----------
+    table : str
+        The archive name of the table.
+    units_exported, units_verified, units_dropped : int
+        Chunk ranges written, verified and dropped from the hot tier in this call.
+    files_written, rows_exported, bytes_written : int
+        Parquet files, rows and bytes written.
+    rows_dropped : int
+        Rows removed from the hot tier (only after their files were verified).
+    skipped : list of (str, str)
+        Ranges left alone, with the reason.
+    duration_sec : float
+        Wall time.
+    """
+
+    table: str
+    units_exported: int = 0
+    units_verified: int = 0
+    units_dropped: int = 0
+    files_written: int = 0
+    rows_exported: int = 0
+    bytes_written: int = 0
+    rows_dropped: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    duration_sec: float = 0.0
+
+
+class Archiver:
+    """Runs the unit state machine for one hypertable into one archive store."""
+
+    def __init__(self, db: Database, store: ArchiveStore, spec: TableSpec, *,
+                 row_group_rows: int = 1_000_000) -> None:
+        self.db = db
+        self.store = store
+        self.spec = spec
+        self.row_group_rows = row_group_rows
+        self._series: SeriesLookup | None = None
+
+    # -- the run -----------------------------------------------------------------------------
+
+    def run(self, start: datetime | None, end: datetime | None, *, drop: bool,
+            metric_name: str | None = None) -> ArchiveReport:
+        """Archive every whole chunk inside ``[start, end)`` (and unfinished units there)."""
+        report = ArchiveReport(table=self.spec.name)
+        began = time.perf_counter()
+        lock_key = f"agts.archive:{self.spec.qualified}"
+        with self.db.connection() as lock_conn:
+            row = lock_conn.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s))",
+                                    [lock_key]).fetchone()
+            if not row or not row[0]:
+                report.skipped.append((self.spec.name, "another archive run holds this table"))
+                return report
+            for unit in self._units(start, end, metric_name):
+                self._process(unit, drop=drop, report=report)
+            self.write_manifest()
+        report.duration_sec = time.perf_counter() - began
+        return report
+
+    def _units(self, start: datetime | None, end: datetime | None,
+               metric_name: str | None) -> list[Unit]:
+        with self.db.connection() as conn:
+            ranges = {(c.range_start, c.range_end) for c in chunks(conn, self.spec, start=start,
+                                                                   end=end)}
+            pending = conn.execute(
+                """
+                SELECT range_start, range_end FROM agts.archive_units
+                WHERE hypertable = %s AND state <> 'dropped'
+                  AND metric_name IS NOT DISTINCT FROM %s
+                  AND (%s::timestamptz IS NULL OR range_start >= %s::timestamptz)
+                  AND (%s::timestamptz IS NULL OR range_end <= %s::timestamptz)
+                """,
+                [self.spec.qualified, metric_name, start, start, end, end],
+            ).fetchall()
+        ranges.update((r[0], r[1]) for r in pending)
+        return [Unit(self.spec, a, b, metric_name) for a, b in sorted(ranges)]
+
+    def _process(self, unit: Unit, *, drop: bool, report: ArchiveReport) -> None:
+        exports = 0
+        while True:
+            state, root, rows = self._claim(unit)
+            if root != self.store.root and state in ("verified", "dropped"):
+                report.skipped.append((str(unit), f"already archived under {root!r}"))
+                return
+            if state == "exporting":
+                if exports == _MAX_ATTEMPTS:
+                    report.skipped.append(
+                        (str(unit), f"hot rows kept changing during {_MAX_ATTEMPTS} exports"))
+                    return
+                exports += 1
+                self._export(unit, report)
+            elif state == "exported":
+                self._verify(unit, rows or 0, report)
+            elif state == "verified" and drop:
+                self._drop(unit, rows or 0, report)
+            else:
+                return
+
+    # -- steps -------------------------------------------------------------------------------
+
+    def _claim(self, unit: Unit) -> tuple[str, str, int | None]:
+        with self.db.connection() as conn:
+            conn.execute(
+                """
+                INSERT INTO agts.archive_units (table_name, hypertable, time_column, range_start,
+                    range_end, root, schema_version, metric_name)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+                ON CONFLICT ON CONSTRAINT archive_units_key DO NOTHING
+                """,
+                [self.spec.name, self.spec.qualified, self.spec.time_column, unit.start, unit.end,
+                 self.store.root, SCHEMA_VERSION, unit.metric_name],
+            )
+            row = conn.execute(
+                "SELECT state, root, rows FROM agts.archive_units " + _UNIT_WHERE + " FOR UPDATE",
+                self._key(unit)).fetchone()
+            assert row is not None
+            state, root, rows = row
+            if state in ("exporting", "exported") and root != self.store.root:
+                conn.execute("UPDATE agts.archive_units SET root = %s, state = 'exporting' "
+                             + _UNIT_WHERE, [self.store.root, *self._key(unit)])
+                state, root = "exporting", self.store.root
+        _hook("claimed", unit)
+        return str(state), str(root), rows
+
+    def _export(self, unit: Unit, report: ArchiveReport) -> None:
+        for day in _dates(unit.start, unit.end):  # files an earlier attempt may have left
+            self.store.delete(file_path(self.spec.name, day, unit.start, unit.end, unit.metric_name))
+        if self.spec.name == METRICS and self._series is None:
+            self._series = SeriesLookup(self.db)
+        files = export_range(self.db, self.spec, self.store, unit.start, unit.end,
+                             series=self._series, row_group_rows=self.row_group_rows,
+                             metric_name=unit.metric_name)
+        _hook("written", unit)
+        rows = sum(f.rows for f in files)
+        with self.db.connection() as conn:
+            unit_id = self._unit_id(conn, unit)
+            conn.execute("DELETE FROM agts.archive_files WHERE unit_id = %s", [unit_id])
+            with conn.cursor() as cur:
+                cur.executemany(
+                    """
+                    INSERT INTO agts.archive_files (path, unit_id, table_name, partition_date, rows,
+                        min_time, max_time, bytes, sha256, schema_version)
+                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                    """,
+                    [(f.path, unit_id, self.spec.name, f.partition_date, f.rows, f.min_time,
+                      f.max_time, f.bytes, f.sha256, SCHEMA_VERSION) for f in files],
+                )
+            conn.execute("UPDATE agts.archive_units SET state = 'exported', rows = %s, "
+                         "updated_at = now() WHERE unit_id = %s", [rows, unit_id])
+            superseded = self._supersede_metric_units(conn, unit) if unit.metric_name is None else []
+        for path in superseded:
+            self.store.delete(path)
+        report.units_exported += 1
+        report.files_written += len(files)
+        report.rows_exported += rows
+        report.bytes_written += sum(f.bytes for f in files)
+        _hook("exported", unit)
+
+    def _verify(self, unit: Unit, rows: int, report: ArchiveReport) -> None:
+        with self.db.connection() as conn:
+            unit_id = self._unit_id(conn, unit)
+            files = conn.execute("SELECT path, rows, bytes, sha256 FROM agts.archive_files "
+                                 "WHERE unit_id = %s", [unit_id]).fetchall()
+        problem = self._check_files(files)
+        total = sum(int(f[1]) for f in files)
+        if problem is None and total != rows:
+            problem = f"the manifest's files hold {total} rows, the unit {rows}"
+        with self.db.connection() as conn:
+            hot = count_hot(conn, self.spec, unit.start, unit.end, unit.metric_name)
+            if problem is None and hot != rows and hot == 0:
+                log.warning("%s: the hot rows are gone (dropped outside agts?); the verified files "
+                            "are now the only copy", unit)
+                self._set_state(conn, unit_id, "dropped")
+                return
+            if problem is None and hot != rows:
+                problem = f"the hot tier now holds {hot} rows, the files {rows} (late writes)"
+            if problem is not None and hot == 0 and rows > 0:
+                raise StorageError(
+                    f"archive of {unit} is damaged ({problem}) and its hot rows are gone: restore "
+                    f"the files from a backup of {self.store.root!r}")
+            if problem is not None:
+                log.warning("%s: %s; exporting again", unit, problem)
+                self._set_state(conn, unit_id, "exporting")
+                return
+            self._set_state(conn, unit_id, "verified")
+        report.units_verified += 1
+        _hook("verified", unit)
+
+    def _check_files(self, files: list[tuple[Any, ...]]) -> str | None:
+        for path, rows, size, sha in files:
+            try:
+                actual, actual_size = self.store.sha256(path)
+                with self.store.fs.open_input_file(self.store.path(path)) as handle:
+                    parquet_rows = pq.ParquetFile(handle).metadata.num_rows
+            except FileNotFoundError:
+                return f"file {path!r} is missing"
+            if actual != sha or actual_size != size:
+                return f"file {path!r} does not match its checksum"
+            if parquet_rows != rows:
+                return f"file {path!r} holds {parquet_rows} rows, the manifest says {rows}"
+        return None
+
+    def _drop(self, unit: Unit, rows: int, report: ArchiveReport) -> None:
+        stale: list[str] = []
+        with self.db.connection() as conn:
+            unit_id = self._unit_id(conn, unit)
+            live = chunks(conn, self.spec, start=unit.start, end=unit.end)
+            for chunk in live:
+                conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(
+                    sql.Identifier(chunk.schema, chunk.name)))
+            hot = count_hot(conn, self.spec, unit.start, unit.end, unit.metric_name)
+            if hot != rows and hot != 0:
+                log.warning("%s: %d hot rows now, %d archived (late writes); exporting again",
+                            unit, hot, rows)
+                self._set_state(conn, unit_id, "exporting")
+                return
+            if unit.metric_name is None:
+                if live:
+                    conn.execute("SELECT drop_chunks(%s::regclass, older_than => %s, "
+                                 "newer_than => %s)", [self.spec.qualified, unit.end, unit.start])
+            else:
+                conn.execute(sql.SQL("DELETE FROM {} WHERE {}").format(
+                    self.spec.identifier, self.spec.where(unit.start, unit.end, unit.metric_name)))
+                # A copy of the whole range taken before now also holds these rows: forget it
+                # (it is re-exported without them before its own drop).
+                stale = [r[0] for r in conn.execute(
+                    """
+                    DELETE FROM agts.archive_files f USING agts.archive_units u
+                    WHERE f.unit_id = u.unit_id AND u.hypertable = %s AND u.metric_name IS NULL
+                      AND u.range_start < %s AND u.range_end > %s AND u.state <> 'dropped'
+                    RETURNING f.path
+                    """, [self.spec.qualified, unit.end, unit.start]).fetchall()]
+                conn.execute(
+                    """
+                    UPDATE agts.archive_units SET state = 'exporting', rows = NULL, updated_at = now()
+                    WHERE hypertable = %s AND metric_name IS NULL AND range_start < %s
+                      AND range_end > %s AND state <> 'dropped'
+                    """, [self.spec.qualified, unit.end, unit.start])
+            self._set_state(conn, unit_id, "dropped")
+        for path in stale:
+            self.store.delete(path)
+        report.units_dropped += 1
+        report.rows_dropped += hot
+        _hook("dropped", unit)
+
+    def _supersede_metric_units(self, conn: Any, unit: Unit) -> list[str]:
+        """Forget per-metric copies of a range that is still hot: the whole range's files now
+        hold those rows (a restored per-metric unit, for example), so keeping both would show
+        them twice. Returns the file paths to delete once committed."""
+        paths = [r[0] for r in conn.execute(
+            """
+            DELETE FROM agts.archive_files f USING agts.archive_units u
+            WHERE f.unit_id = u.unit_id AND u.hypertable = %s AND u.metric_name IS NOT NULL
+              AND u.range_start >= %s AND u.range_end <= %s AND u.state <> 'dropped'
+            RETURNING f.path
+            """, [self.spec.qualified, unit.start, unit.end]).fetchall()]
+        conn.execute(
+            """
+            DELETE FROM agts.archive_units WHERE hypertable = %s AND metric_name IS NOT NULL
+              AND range_start >= %s AND range_end <= %s AND state <> 'dropped'
+            """, [self.spec.qualified, unit.start, unit.end])
+        return paths
+
+    # -- manifest ----------------------------------------------------------------------------
+
+    def write_manifest(self) -> str:
+        """Rewrite ``table=<name>/_manifest.json`` from the database's manifest; returns its path."""
+        with self.db.connection() as conn:
+            cur = conn.execute(
+                """
+                SELECT path, partition_date, rows, min_time, max_time, bytes, sha256, schema_version,
+                       state, range_start, range_end, metric_name
+                FROM agts.archive_manifest WHERE table_name = %s AND root = %s ORDER BY path
+                """, [self.spec.name, self.store.root])
+            names = [d.name for d in cur.description or ()]
+            files = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+        document = {
+            "table": self.spec.name, "hypertable": self.spec.qualified,
+            "time_column": self.spec.archive_time_column, "schema_version": SCHEMA_VERSION,
+            "generated_at": datetime.now(UTC), "files": files,
+        }
+        path = f"table={self.spec.name}/_manifest.json"
+        self.store.write_bytes(path, json.dumps(document, default=_json, indent=1).encode())
+        return path
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _key(self, unit: Unit) -> list[Any]:
+        return [self.spec.qualified, unit.start, unit.end, unit.metric_name]
+
+    def _unit_id(self, conn: Any, unit: Unit) -> int:
+        row = conn.execute("SELECT unit_id FROM agts.archive_units " + _UNIT_WHERE,
+                           self._key(unit)).fetchone()
+        if row is None:
+            raise StorageError(f"archive unit {unit} vanished from agts.archive_units")
+        return int(row[0])
+
+    @staticmethod
+    def _set_state(conn: Any, unit_id: int, state: str) -> None:
+        conn.execute("UPDATE agts.archive_units SET state = %s, updated_at = now() "
+                     "WHERE unit_id = %s", [state, unit_id])
+
+
+_UNIT_WHERE = ("WHERE hypertable = %s AND range_start = %s AND range_end = %s "
+               "AND metric_name IS NOT DISTINCT FROM %s")
+
+
+def _hook(step: Step, unit: Unit) -> None:
+    if STEP_HOOK is not None:
+        STEP_HOOK(step, unit)
+
+
+def _dates(start: datetime, end: datetime) -> list[Any]:
+    first = start.astimezone(UTC).date()
+    last = (end - timedelta(microseconds=1)).astimezone(UTC).date()
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def _json(value: Any) -> Any:
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)

@@ -1,0 +1,165 @@
+"""Reading the cold tier: DuckDB views, Polars scans, and the cold complement of the hot tier.
+
+DuckDB and Polars read every complete file of a table (``table=<name>/date=*/*.parquet``),
+including copies of ranges that are still hot. :func:`query_cold` instead reads, through the
+manifest, exactly the files whose rows are no longer in the hot tier, so ``hot ∪ cold`` holds
+every row once.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+
+from agts.archive._export import METRICS_SCHEMA
+from agts.archive._store import ArchiveStore
+from agts.archive._tables import METRICS, TableSpec, resolve
+from agts.errors import ConfigError
+from agts.query._args import check_range
+
+if TYPE_CHECKING:
+    from agts._engine import StorageEngine
+
+__all__ = ["archived_tables", "cold", "duckdb_connection", "query_cold", "scan"]
+
+log = logging.getLogger(__name__)
+
+_PG_TO_POLARS: dict[str, pl.DataType] = {
+    "timestamp with time zone": pl.Datetime("us", "UTC"),
+    "timestamp without time zone": pl.Datetime("us"),
+    "double precision": pl.Float64(), "real": pl.Float32(), "integer": pl.Int32(),
+    "bigint": pl.Int64(), "smallint": pl.Int16(), "boolean": pl.Boolean(), "date": pl.Date(),
+}
+
+
+def archived_tables(store: ArchiveStore) -> list[str]:
+    """Names of the tables that have a ``table=<name>`` folder under the root."""
+    selector = pafs.FileSelector(store.base, recursive=False, allow_not_found=True)
+    names = []
+    for info in store.fs.get_file_info(selector):
+        if info.type == pafs.FileType.Directory and info.base_name.startswith("table="):
+            names.append(info.base_name[len("table="):])
+    return sorted(names)
+
+
+def _dataset(store: ArchiveStore, table: str) -> ds.Dataset:
+    return ds.dataset(
+        store.path(f"table={table}"), filesystem=store.fs, format="parquet",
+        partitioning=ds.partitioning(pa.schema([("date", pa.date32())]), flavor="hive"),
+        exclude_invalid_files=False)
+
+
+def duckdb_connection(store: ArchiveStore) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with one view per archived table (session time zone UTC)."""
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        for table in archived_tables(store):
+            if store.is_s3:
+                con.register(f"_arrow_{table}", _dataset(store, table))
+                con.execute(f'CREATE VIEW "{table}" AS SELECT * FROM "_arrow_{table}"')
+                continue
+            pattern = store.path(f"table={table}/*/*.parquet").replace("'", "''")
+            con.execute(
+                f'CREATE VIEW "{table}" AS SELECT * EXCLUDE ("table") FROM read_parquet('
+                f"'{pattern}', hive_partitioning = true, union_by_name = true)")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def scan(store: ArchiveStore, table: str) -> pl.LazyFrame:
+    """A ``LazyFrame`` over the archived files of ``table`` (with the ``date`` partition column)."""
+    if table not in archived_tables(store):
+        raise ConfigError(
+            f"table {table!r} has no files under {store.root!r}; archived tables: "
+            f"{archived_tables(store)!r}")
+    if store.is_s3:
+        return pl.scan_pyarrow_dataset(_dataset(store, table))
+    return pl.scan_parquet(store.path(f"table={table}/*/*.parquet"),
+                           hive_partitioning=True).drop("table")
+
+
+def empty_frame(spec: TableSpec) -> pl.DataFrame:
+    """A frame with no rows and the archive's columns of ``spec``."""
+    if spec.name == METRICS:
+        return pl.from_arrow(METRICS_SCHEMA.empty_table())  # type: ignore[return-value]
+    return pl.DataFrame(schema={
+        column: _PG_TO_POLARS.get(type_, pl.String()) for column, type_ in spec.columns})
+
+
+def query_cold(
+    engine: StorageEngine, table: str, start: Any, end: Any, *, metric_name: str | None = None,
+    root: str | None = None,
+) -> pl.DataFrame:
+    """See :meth:`agts.StorageEngine.query_cold`."""
+    start_utc, end_utc = check_range(start, end)
+    with engine.db.connection() as conn:
+        spec = resolve(conn, table)
+        files = cold_files(conn, spec, start_utc, end_utc, metric_name)
+    if metric_name is not None and spec.name != METRICS:
+        raise ConfigError(f"metric_name applies to table 'metrics' only, got table {table!r}")
+    return read_cold(engine, spec, files, start_utc, end_utc, metric_name=metric_name, root=root)
+
+
+def cold_files(conn: Any, spec: TableSpec, start: datetime, end: datetime,
+               metric_name: str | None) -> list[tuple[str, str]]:
+    """(root, path) of the files holding rows of ``[start, end)`` that are gone from the hot tier."""
+    rows = conn.execute(
+        """
+        SELECT u.root, f.path FROM agts.archive_files f JOIN agts.archive_units u USING (unit_id)
+        WHERE u.hypertable = %s AND u.state = 'dropped' AND u.range_start < %s AND u.range_end > %s
+          AND f.max_time >= %s AND f.min_time < %s
+          AND (u.metric_name IS NULL OR %s::text IS NULL OR u.metric_name = %s::text)
+        ORDER BY f.min_time
+        """,
+        [spec.qualified, end, start, start, end, metric_name, metric_name],
+    ).fetchall()
+    return [(str(r[0]), str(r[1])) for r in rows]
+
+
+def read_cold(
+    engine: StorageEngine, spec: TableSpec, files: list[tuple[str, str]], start: datetime,
+    end: datetime, *, metric_name: str | None = None, root: str | None = None,
+) -> pl.DataFrame:
+    """The rows of ``files`` inside ``[start, end)`` (and of one metric), ordered by time."""
+    if not files:
+        return empty_frame(spec)
+    time_column = spec.archive_time_column
+    expr = (ds.field(time_column) >= pa.scalar(start, pa.timestamp("us", tz="UTC"))) & (
+        ds.field(time_column) < pa.scalar(end, pa.timestamp("us", tz="UTC")))
+    if metric_name is not None:
+        expr = expr & (ds.field("metric_name") == metric_name)
+    tables = []
+    for file_root in sorted({r for r, _ in files}):
+        store = engine._archive_store(root if root is not None else file_root)
+        paths = [store.path(p) for r, p in files if r == file_root]
+        dataset = ds.dataset(paths, filesystem=store.fs, format="parquet")
+        tables.append(dataset.to_table(filter=expr))
+    frame = pl.from_arrow(pa.concat_tables(tables, promote_options="default"))
+    assert isinstance(frame, pl.DataFrame)
+    return frame.sort(time_column, maintain_order=True)
+
+
+def cold(root: str | None = None, *, config: Any = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection over an archive, no database needed.
+
+    Parameters
+    ----------
+    root
+        A directory or ``s3://bucket/prefix``; default ``archive.root`` of the configuration.
+    config
+        A :class:`agts.StorageConfig` (default: loaded from file and environment).
+    """
+    from agts.config import StorageConfig
+
+    settings = config if config is not None else StorageConfig.load()
+    return duckdb_connection(ArchiveStore.from_config(settings.archive, root))

@@ -1,0 +1,217 @@
+"""Stream one time range of a hypertable out of the database into Parquet files, one per UTC date.
+
+Rows leave through ADBC as Arrow record batches (an unparameterized ``SELECT``, which the driver
+streams with ``COPY TO``), are grouped by UTC date, buffered up to ``row_group_rows`` and written
+with :class:`pyarrow.parquet.ParquetWriter` (zstd). The sha256 of each file is computed from the
+bytes as they are written. Nothing is visible under a final name until its file is complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from psycopg import sql
+
+from agts.archive._store import ArchiveStore, HashingWriter
+from agts.archive._tables import METRICS, TableSpec
+from agts.db._database import Database
+from agts.errors import StorageError
+
+__all__ = ["ExportedFile", "SeriesLookup", "count_hot", "export_range", "file_path"]
+
+log = logging.getLogger(__name__)
+
+LABELS_TYPE = pa.map_(pa.string(), pa.string())
+METRICS_SCHEMA = pa.schema([
+    pa.field("timestamp", pa.timestamp("us", tz="UTC"), nullable=False),
+    pa.field("metric_name", pa.string(), nullable=False),
+    pa.field("value", pa.float64(), nullable=False),
+    pa.field("labels", LABELS_TYPE, nullable=False),
+])
+
+
+@dataclass(frozen=True)
+class ExportedFile:
+    """One Parquet file written for a unit."""
+
+    path: str
+    partition_date: date
+    rows: int
+    min_time: datetime | None
+    max_time: datetime | None
+    bytes: int
+    sha256: str
+
+
+def _stamp(value: datetime) -> str:
+    return value.strftime("%Y%m%dT%H%M%SZ")
+
+
+def file_path(table: str, day: date, start: datetime, end: datetime,
+              metric_name: str | None = None) -> str:
+    """The file of ``[start, end)`` for UTC date ``day``, relative to the archive root.
+
+    Derived from the range (and metric) only, so exporting the same range again overwrites the
+    same file. A per-metric unit's file carries a short hash of the metric name.
+    """
+    suffix = ""
+    if metric_name is not None:
+        suffix = "-m" + hashlib.sha256(metric_name.encode()).hexdigest()[:12]
+    return (f"table={table}/date={day.isoformat()}/"
+            f"{table}-{_stamp(start)}-{_stamp(end)}{suffix}.parquet")
+
+
+class SeriesLookup:
+    """``series_id`` → (``metric_name``, labels map) for denormalizing metric points in Arrow."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._ids = np.empty(0, dtype=np.int64)
+        self._names = pa.array([], pa.string())
+        self._labels = pa.array([], LABELS_TYPE)
+        self.refresh()
+
+    def refresh(self) -> None:
+        with self.db.adbc() as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT s.series_id, s.metric_name, k.keys, k.vals FROM agts.series s, LATERAL ("
+                " SELECT coalesce(array_agg(key ORDER BY key), '{}') AS keys,"
+                "        coalesce(array_agg(value ORDER BY key), '{}') AS vals"
+                " FROM jsonb_each_text(s.labels)) k ORDER BY s.series_id")
+            table = cur.fetch_arrow_table()
+        keys = table.column("keys").combine_chunks()
+        vals = table.column("vals").combine_chunks()
+        self._ids = table.column("series_id").to_numpy().astype(np.int64)
+        self._names = table.column("metric_name").combine_chunks()
+        self._labels = pa.MapArray.from_arrays(keys.offsets, keys.flatten(), vals.flatten())
+
+    def attach(self, batch: pa.RecordBatch) -> pa.Table:
+        """``(timestamp, series_id, value)`` → ``(timestamp, metric_name, value, labels)``."""
+        ids = batch.column("series_id").to_numpy().astype(np.int64)
+        pos = np.searchsorted(self._ids, ids)
+        pos = np.minimum(pos, max(len(self._ids) - 1, 0))
+        if len(self._ids) == 0 or not np.array_equal(self._ids[pos], ids):
+            self.refresh()  # a series registered after the lookup was read
+            pos = np.minimum(np.searchsorted(self._ids, ids), max(len(self._ids) - 1, 0))
+            if len(self._ids) == 0 or not np.array_equal(self._ids[pos], ids):
+                missing = sorted(set(ids.tolist()) - set(self._ids.tolist()))[:5]
+                raise StorageError(f"metric points refer to unknown series ids {missing!r}")
+        take = pa.array(pos)
+        return pa.Table.from_arrays(
+            [batch.column("timestamp"), self._names.take(take), batch.column("value"),
+             self._labels.take(take)],
+            schema=METRICS_SCHEMA)
+
+
+class _DateFile:
+    def __init__(self, store: ArchiveStore, path: str, schema: pa.Schema, stack: contextlib.ExitStack,
+                 row_group_rows: int) -> None:
+        self.path = path
+        self.stream: HashingWriter = stack.enter_context(store.open_atomic(path))
+        self.writer = pq.ParquetWriter(
+            self.stream, schema, compression="zstd", compression_level=3,
+            coerce_timestamps="us", store_schema=True, write_statistics=True)
+        self.row_group_rows = row_group_rows
+        self.pending: list[pa.Table] = []
+        self.pending_rows = 0
+        self.rows = 0
+        self.min_time: Any = None
+        self.max_time: Any = None
+
+    def add(self, table: pa.Table, time_column: str) -> None:
+        if table.num_rows == 0:
+            return
+        bounds = pc.min_max(table.column(time_column))
+        low, high = bounds["min"].as_py(), bounds["max"].as_py()
+        self.min_time = low if self.min_time is None else min(self.min_time, low)
+        self.max_time = high if self.max_time is None else max(self.max_time, high)
+        self.pending.append(table)
+        self.pending_rows += table.num_rows
+        if self.pending_rows >= self.row_group_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        table = pa.concat_tables(self.pending).combine_chunks()
+        self.writer.write_table(table, row_group_size=self.row_group_rows)
+        self.rows += table.num_rows
+        self.pending, self.pending_rows = [], 0
+
+    def close(self) -> None:
+        self.flush()
+        self.writer.close()
+
+
+def _plain_schema(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([pa.field(f.name, f.type, f.nullable) for f in schema])
+
+
+def export_range(
+    db: Database, spec: TableSpec, store: ArchiveStore, start: datetime, end: datetime, *,
+    series: SeriesLookup | None = None, row_group_rows: int = 1_000_000,
+    metric_name: str | None = None,
+) -> list[ExportedFile]:
+    """Write the rows of ``spec`` in ``[start, end)`` to Parquet, one file per UTC date.
+
+    Returns the files written (none for an empty range). On an exception no final file of this
+    call is left half-written (earlier complete files of the same range may stay; a retry
+    overwrites them).
+    """
+    time_column = spec.archive_time_column
+    with db.connection() as conn:
+        query = spec.select_range(start, end, metric_name).as_string(conn)
+    files: dict[date, _DateFile] = {}
+    with contextlib.ExitStack() as stack, db.adbc() as adbc, adbc.cursor() as cur:
+        cur.execute(query)
+        reader = cur.fetch_record_batch()
+        schema = METRICS_SCHEMA if spec.name == METRICS else _plain_schema(reader.schema)
+        for batch in reader:
+            if batch.num_rows == 0:
+                continue
+            if spec.name == METRICS:
+                assert series is not None
+                table = series.attach(batch)
+            else:
+                table = pa.Table.from_batches([batch]).cast(schema)
+            days = pc.cast(table.column(time_column), pa.date32())
+            unique = pc.unique(days)
+            for day_scalar in unique:
+                day = day_scalar.as_py()
+                part = table if len(unique) == 1 else table.filter(pc.equal(days, day_scalar))
+                out = files.get(day)
+                if out is None:
+                    out = _DateFile(store, file_path(spec.name, day, start, end, metric_name), schema, stack,
+                                    row_group_rows)
+                    files[day] = out
+                out.add(part, time_column)
+        for out in files.values():
+            out.close()
+    # ExitStack closed: every file is complete under its final name.
+    result = [
+        ExportedFile(path=f.path, partition_date=day, rows=f.rows, min_time=f.min_time,
+                     max_time=f.max_time, bytes=f.stream.size, sha256=f.stream.digest.hexdigest())
+        for day, f in sorted(files.items())
+    ]
+    log.info("exported %s [%s, %s): %d rows in %d files", spec.qualified, start, end,
+             sum(f.rows for f in result), len(result))
+    return result
+
+
+def count_hot(conn: Any, spec: TableSpec, start: datetime, end: datetime,
+              metric_name: str | None = None) -> int:
+    """Rows of ``spec`` (of one metric) in ``[start, end)`` in the hot tier."""
+    query = sql.SQL("SELECT count(*) FROM {} WHERE {}").format(
+        spec.identifier, spec.where(start, end, metric_name))
+    row = conn.execute(query).fetchone()
+    assert row is not None
+    return int(row[0])

@@ -1,0 +1,221 @@
+"""Where the cold tier's files live: a local directory or an S3-compatible bucket.
+
+Both go through :mod:`pyarrow.fs`. A file appears under its final name only when it is complete:
+locally it is written to a hidden temporary name in the same directory, flushed to disk
+(``fsync``) and renamed; on S3 a ``PUT`` (or a completed multipart upload) is atomic by itself, so
+it is written straight to its key. S3 credentials come from the usual AWS sources (environment,
+``~/.aws``); they are never logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from agts.config import ArchiveConfig
+from agts.errors import ConfigError, StorageError
+
+__all__ = ["ArchiveStore", "HashingWriter"]
+
+log = logging.getLogger(__name__)
+
+_READ_BLOCK = 1 << 22
+
+
+class HashingWriter(io.RawIOBase):
+    """A write-only stream that passes bytes on to ``raw`` and keeps their sha256 and count."""
+
+    def __init__(self, raw: Any) -> None:
+        super().__init__()
+        self.raw = raw
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        self.digest.update(view)
+        self.size += len(view)
+        self.raw.write(view)
+        return len(view)
+
+    def tell(self) -> int:
+        return self.size
+
+
+class ArchiveStore:
+    """The archive root: ``/a/local/dir`` or ``s3://bucket/prefix``.
+
+    Parameters
+    ----------
+    root
+        A local directory (created on first write) or an ``s3://`` URI.
+    s3_endpoint
+        ``http://host:port`` of an S3-compatible server (MinIO, moto, ...); None for AWS.
+    s3_region
+        The bucket's region.
+    """
+
+    def __init__(self, root: str, *, s3_endpoint: str | None = None,
+                 s3_region: str | None = None) -> None:
+        if not root:
+            raise ConfigError("archive.root must be a directory or an s3:// URI, got ''")
+        self.root = root.rstrip("/") if root.startswith("s3://") else str(Path(root).expanduser())
+        self.is_s3 = root.startswith("s3://")
+        self.fs: pafs.FileSystem
+        if self.is_s3:
+            self.base = root[len("s3://"):].strip("/")
+            if not self.base:
+                raise ConfigError(f"archive.root must name a bucket, got {root!r}")
+            options: dict[str, Any] = {}
+            if s3_endpoint:
+                scheme, _, host = s3_endpoint.partition("://")
+                if not host:
+                    scheme, host = "https", s3_endpoint
+                options.update(endpoint_override=host.rstrip("/"), scheme=scheme)
+            if s3_region:
+                options["region"] = s3_region
+            self.fs = pafs.S3FileSystem(**options)
+        else:
+            self.base = str(Path(self.root).resolve())
+            self.fs = pafs.LocalFileSystem()
+
+    @classmethod
+    def from_config(cls, config: ArchiveConfig, root: str | None = None) -> ArchiveStore:
+        """The store of ``root`` (default ``archive.root``).
+
+        Raises
+        ------
+        ConfigError
+            Neither is set.
+        """
+        chosen = root if root is not None else config.root
+        if not chosen:
+            raise ConfigError(
+                "no archive root: set archive.root (a directory or s3://bucket/prefix) in the "
+                "config or AGTS_ARCHIVE__ROOT, or pass root=")
+        return cls(str(chosen), s3_endpoint=config.s3_endpoint, s3_region=config.s3_region)
+
+    def __repr__(self) -> str:
+        return f"ArchiveStore({self.root!r})"
+
+    def path(self, relative: str) -> str:
+        """The filesystem path of a file given relative to the root."""
+        return f"{self.base}/{relative}" if relative else self.base
+
+    def uri(self, relative: str) -> str:
+        """A URI or local path users can hand to other tools."""
+        return f"s3://{self.path(relative)}" if self.is_s3 else self.path(relative)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def open_atomic(self, relative: str) -> Iterator[HashingWriter]:
+        """A stream whose bytes appear at ``relative`` only if the block completes."""
+        final = self.path(relative)
+        parent = final.rpartition("/")[0]
+        if self.is_s3:
+            with self._errors("write", relative):
+                raw = self.fs.open_output_stream(final)
+            try:
+                writer = HashingWriter(raw)
+                yield writer
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    raw.abort() if hasattr(raw, "abort") else None
+                raise
+            with self._errors("write", relative):
+                raw.close()
+            return
+        os.makedirs(parent, exist_ok=True)
+        temp = f"{parent}/.{final.rpartition('/')[2]}.{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            with open(temp, "wb") as handle:
+                writer = HashingWriter(handle)
+                yield writer
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, final)
+            _fsync_dir(parent)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+
+    def write_bytes(self, relative: str, data: bytes) -> None:
+        """Write a small file atomically (the manifest)."""
+        with self.open_atomic(relative) as out:
+            out.write(data)
+
+    def delete(self, relative: str) -> None:
+        with contextlib.suppress(FileNotFoundError), self._errors("delete", relative):
+            self.fs.delete_file(self.path(relative))
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def sha256(self, relative: str) -> tuple[str, int]:
+        """The sha256 (hex) and size in bytes of a stored file, read back in full."""
+        digest = hashlib.sha256()
+        size = 0
+        with self._errors("read", relative), self.fs.open_input_stream(self.path(relative)) as src:
+            while True:
+                block = src.read(_READ_BLOCK)
+                if not block:
+                    break
+                digest.update(block)
+                size += len(block)
+        return digest.hexdigest(), size
+
+    def exists(self, relative: str) -> bool:
+        with self._errors("stat", relative):
+            return self.fs.get_file_info(self.path(relative)).type == pafs.FileType.File
+
+    def read_bytes(self, relative: str) -> bytes:
+        with self._errors("read", relative), self.fs.open_input_stream(self.path(relative)) as src:
+            return bytes(src.read())
+
+    def temp_files(self, relative_dir: str) -> list[str]:
+        """Leftover temporary files of interrupted local writes under ``relative_dir``."""
+        if self.is_s3:
+            return []
+        selector = pafs.FileSelector(self.path(relative_dir), recursive=True, allow_not_found=True)
+        found = self.fs.get_file_info(selector)
+        return [f.path for f in found if f.base_name.startswith(".") and f.base_name.endswith(".tmp")]
+
+    @contextlib.contextmanager
+    def _errors(self, action: str, relative: str) -> Iterator[None]:
+        try:
+            yield
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise StorageError(
+                f"cannot {action} {self.uri(relative)!r} in the archive: {exc}",
+                transient=True) from exc
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def call_quietly(func: Callable[[], Any]) -> None:
+    """Run a cleanup step, logging (not raising) what goes wrong."""
+    try:
+        func()
+    except Exception:
+        log.warning("cleanup step failed", exc_info=True)

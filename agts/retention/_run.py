@@ -1,0 +1,235 @@
+"""One retention run: compress (Community), archive and drop expired chunks, per-metric deletes.
+
+The same steps run on both editions; on Community the compression and (when nothing has to be
+archived first) retention are also installed as native TimescaleDB jobs, so the database keeps
+doing them between runs. Native retention jobs are never installed while
+``archive_before_drop`` is on: they would drop chunks the cold tier has not verified.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from psycopg import sql
+
+from agts.archive._archiver import Archiver
+from agts.archive._store import ArchiveStore
+from agts.archive._tables import METRICS, TableSpec, chunks, table_specs
+from agts.query._args import to_utc
+from agts.retention._policy import TablePolicy, metric_policies, table_policies
+
+if TYPE_CHECKING:
+    from agts._engine import StorageEngine
+
+__all__ = ["RetentionReport", "run_retention"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RetentionReport:
+    """What :meth:`agts.StorageEngine.run_retention` did (or, with ``dry_run``, would do).
+
+    Attributes
+    ----------
+    now : datetime
+        The reference time; a table's data expires before ``now - days``.
+    edition : str
+        ``apache`` or ``community``.
+    dry_run : bool
+        Nothing was changed.
+    chunks_compressed, chunks_archived, chunks_dropped : int
+        Chunks compressed (Community), written to and verified in the cold tier, dropped.
+    rows_archived, rows_dropped, rows_deleted : int
+        Rows written to the cold tier; rows removed with dropped chunks; rows deleted by
+        per-metric retention.
+    bytes_before, bytes_after : int
+        Size of the tables retention applies to before and after the run.
+    duration_sec : float
+        Wall time.
+    skipped : list of (str, str)
+        What was left alone, with the reason (for example expired chunks kept because no archive
+        root is configured while ``archive_before_drop`` is on).
+    native_jobs : list of str
+        TimescaleDB jobs installed or updated (Community).
+    """
+
+    now: datetime
+    edition: str
+    dry_run: bool = False
+    chunks_compressed: int = 0
+    chunks_archived: int = 0
+    chunks_dropped: int = 0
+    rows_archived: int = 0
+    rows_dropped: int = 0
+    rows_deleted: int = 0
+    bytes_before: int = 0
+    bytes_after: int = 0
+    duration_sec: float = 0.0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    native_jobs: list[str] = field(default_factory=list)
+
+
+def run_retention(engine: StorageEngine, *, now: Any = None, dry_run: bool = False) -> RetentionReport:
+    """See :meth:`agts.StorageEngine.run_retention`."""
+    began = time.perf_counter()
+    now_utc = datetime.now(UTC) if now is None else to_utc(now, name="now")
+    settings = engine.config.retention
+    report = RetentionReport(now=now_utc, edition=engine.server.edition, dry_run=dry_run)
+    with engine.db.connection() as conn:
+        specs = table_specs(conn)
+    policies = table_policies(specs, settings, now_utc)
+    report.bytes_before = _bytes(engine, [p.spec for p in policies])
+    store: ArchiveStore | None = None
+    if engine.config.archive.root:
+        store = ArchiveStore.from_config(engine.config.archive)
+
+    if engine.server.community:
+        if not dry_run:
+            report.native_jobs = _native_jobs(engine, policies)
+        _compress(engine, policies, now_utc - timedelta(days=settings.compression_after_days),
+                  report)
+    else:
+        report.skipped.append(("compression", "columnstore needs the TimescaleDB Community "
+                               f"edition; this server runs {engine.server.edition!r}"))
+
+    metrics = next((p for p in policies if p.spec.name == METRICS), None)
+    shorter, longer = metric_policies(settings, now_utc)
+    for name in longer:
+        report.skipped.append((f"metric {name!r}", (
+            f"per_metric_days {settings.per_metric_days[name]} is longer than "
+            f"metrics_retention_days {settings.metrics_retention_days}: whole chunks are dropped "
+            "at the table's horizon")))
+    if metrics is not None:
+        for policy in shorter:
+            _expire(engine, store, metrics.spec, policy.cutoff, report, dry_run=dry_run,
+                    start=metrics.cutoff, metric_name=policy.metric_name)
+    for table in policies:
+        _expire(engine, store, table.spec, table.cutoff, report, dry_run=dry_run)
+
+    report.bytes_after = _bytes(engine, [p.spec for p in policies])
+    report.duration_sec = time.perf_counter() - began
+    log.info("retention run: %s", report)
+    return report
+
+
+def _expire(
+    engine: StorageEngine, store: ArchiveStore | None, spec: TableSpec, cutoff: datetime,
+    report: RetentionReport, *, dry_run: bool, start: datetime | None = None,
+    metric_name: str | None = None,
+) -> None:
+    what = spec.name if metric_name is None else f"metric {metric_name!r}"
+    with engine.db.connection() as conn:
+        expired = chunks(conn, spec, start=start, end=cutoff)
+    if not expired:
+        return
+    archive_first = engine.config.retention.archive_before_drop
+    if archive_first and store is None:
+        report.skipped.append((what, (
+            f"{len(expired)} expired chunk(s) kept: retention.archive_before_drop is on and no "
+            "archive.root is configured")))
+        return
+    if dry_run:
+        if archive_first:
+            report.chunks_archived += len(expired)
+        if metric_name is None:
+            report.chunks_dropped += len(expired)
+        return
+    if archive_first:
+        assert store is not None
+        result = Archiver(engine.db, store, spec).run(start, cutoff, drop=True,
+                                                     metric_name=metric_name)
+        report.chunks_archived += result.units_verified
+        report.rows_archived += result.rows_exported
+        if metric_name is None:
+            report.chunks_dropped += result.units_dropped
+            report.rows_dropped += result.rows_dropped
+        else:
+            report.rows_deleted += result.rows_dropped
+        report.skipped.extend(result.skipped)
+        return
+    with engine.db.connection() as conn:
+        if metric_name is None:
+            rows = conn.execute(
+                sql.SQL("SELECT count(*) FROM {} WHERE {} < %s").format(
+                    spec.identifier, sql.Identifier(spec.time_column)),
+                [max(c.range_end for c in expired)]).fetchone()
+            dropped = conn.execute("SELECT drop_chunks(%s::regclass, older_than => %s)",
+                                   [spec.qualified, cutoff]).fetchall()
+            report.chunks_dropped += len(dropped)
+            report.rows_dropped += int(rows[0]) if rows else 0
+        else:
+            cur = conn.execute(sql.SQL("DELETE FROM {} WHERE {}").format(
+                spec.identifier, spec.where(expired[0].range_start, expired[-1].range_end,
+                                            metric_name)))
+            report.rows_deleted += max(cur.rowcount, 0)
+
+
+def _compress(engine: StorageEngine, policies: list[TablePolicy], before: datetime,
+              report: RetentionReport) -> None:
+    for policy in policies:
+        if not policy.spec.compression_enabled:
+            continue
+        with engine.db.connection() as conn:
+            todo = [c for c in chunks(conn, policy.spec, end=before) if not c.is_compressed]
+        for chunk in todo:
+            if report.dry_run:
+                report.chunks_compressed += 1
+                continue
+            with engine.db.connection() as conn:
+                conn.execute("SELECT compress_chunk(%s::regclass, if_not_compressed => true)",
+                             [f"{chunk.schema}.{chunk.name}"])
+            report.chunks_compressed += 1
+
+
+def _native_jobs(engine: StorageEngine, policies: list[TablePolicy]) -> list[str]:
+    """Install or update the Community edition's compression (and, when allowed, retention) jobs."""
+    settings = engine.config.retention
+    done = []
+    with engine.db.connection() as conn:
+        for policy in policies:
+            table = policy.spec.qualified
+            if policy.spec.compression_enabled:
+                after = f"{settings.compression_after_days} days"
+                if not _job_matches(conn, policy.spec, "policy_compression", "compress_after", after):
+                    conn.execute("SELECT remove_compression_policy(%s::regclass, if_exists => true)",
+                                 [table])
+                    conn.execute("SELECT add_compression_policy(%s::regclass, %s::interval)",
+                                 [table, after])
+                    done.append(f"compression policy on {table}: after {after}")
+            if settings.archive_before_drop:
+                conn.execute("SELECT remove_retention_policy(%s::regclass, if_exists => true)",
+                             [table])
+                continue
+            keep = f"{policy.days} days"
+            if not _job_matches(conn, policy.spec, "policy_retention", "drop_after", keep):
+                conn.execute("SELECT remove_retention_policy(%s::regclass, if_exists => true)",
+                             [table])
+                conn.execute("SELECT add_retention_policy(%s::regclass, %s::interval)",
+                             [table, keep])
+                done.append(f"retention policy on {table}: drop after {keep}")
+    return done
+
+
+def _job_matches(conn: Any, spec: TableSpec, proc: str, key: str, interval: str) -> bool:
+    row = conn.execute(
+        """
+        SELECT (config ->> %s)::interval = %s::interval FROM timescaledb_information.jobs
+        WHERE proc_name = %s AND hypertable_schema = %s AND hypertable_name = %s
+        """, [key, interval, proc, spec.schema, spec.table]).fetchone()
+    return bool(row and row[0])
+
+
+def _bytes(engine: StorageEngine, specs: list[TableSpec]) -> int:
+    if not specs:
+        return 0
+    with engine.db.connection() as conn:
+        row = conn.execute(
+            "SELECT coalesce(sum(hypertable_size(format('%%I.%%I', s, t)::regclass)), 0) "
+            "FROM unnest(%s::text[], %s::text[]) AS x(s, t)",
+            [[s.schema for s in specs], [s.table for s in specs]]).fetchone()
+    return int(row[0]) if row else 0
