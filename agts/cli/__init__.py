@@ -27,6 +27,8 @@ _COMMANDS = [
     "agts.cli._status",
     "agts.cli._demo",
     "agts.cli._roles",
+    "agts.cli._archive",
+    "agts.cli._retention",
 ]
 
 

@@ -55,6 +55,9 @@ def _chunk_rows(engine: StorageEngine) -> list[tuple[object, ...]]:
                 total = int(r[3] or 0)
                 rows.append((spec.name, tier, r[0], r[1], r[2], max(int(r[4] or 0), 0), total,
                              compressed.get(r[0], total)))
+        archived = conn.execute("SELECT to_regclass('agts.archive_units') IS NOT NULL").fetchone()
+        if not archived or not archived[0]:
+            return rows  # migration 0005 not applied: no cold tier yet
         for r in conn.execute(
             """
             SELECT u.table_name, u.range_start, u.range_end, u.rows, coalesce(sum(f.bytes), 0),

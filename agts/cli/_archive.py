@@ -1,0 +1,83 @@
+"""``agts archive``: export to the Parquet cold tier, restore, list the manifest."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+from typing import Any
+
+from agts.cli._common import add_json_flag, engine_from_args, print_json
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser(
+        "archive", help="Parquet cold tier: export (and drop), restore, list",
+        epilog="Examples:\n  agts archive export metrics --end 2026-01-01 --drop"
+               "\n  agts archive restore metrics 2025-12-01 2025-12-02"
+               "\n  agts archive list --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    export = actions.add_parser("export", help="export whole chunks; --drop removes them once verified")
+    export.add_argument("table", help="metrics, orders, fills, ... (a hypertable of schema agts)")
+    export.add_argument("--start", help="ISO 8601 (naive = UTC); default: the oldest chunk")
+    export.add_argument("--end", help="ISO 8601 (naive = UTC); default: now")
+    export.add_argument("--drop", action="store_true", help="drop verified chunks from the hot tier")
+    export.add_argument("--root", help="archive root (directory or s3://bucket/prefix); "
+                        "default archive.root")
+    add_json_flag(export)
+    export.set_defaults(func=run_export)
+
+    restore = actions.add_parser("restore", help="bring archived ranges back into the hot tier")
+    restore.add_argument("table")
+    restore.add_argument("start")
+    restore.add_argument("end")
+    add_json_flag(restore)
+    restore.set_defaults(func=run_restore)
+
+    listing = actions.add_parser("list", help="the manifest: every file with its state")
+    listing.add_argument("--table", help="only this archive table")
+    add_json_flag(listing)
+    listing.set_defaults(func=run_list)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    with engine_from_args(args) as engine:
+        report = engine.archive(args.table, args.start, args.end, drop=args.drop, root=args.root)
+    if args.json:
+        print_json(asdict(report))
+        return 0
+    print(f"{report.table}: exported {report.units_exported} chunk range(s), {report.rows_exported} "
+          f"rows in {report.files_written} file(s) ({report.bytes_written} bytes); verified "
+          f"{report.units_verified}; dropped {report.units_dropped} ({report.rows_dropped} rows) "
+          f"in {report.duration_sec:.2f}s")
+    for what, why in report.skipped:
+        print(f"  skipped {what}: {why}")
+    return 0
+
+
+def run_restore(args: argparse.Namespace) -> int:
+    with engine_from_args(args) as engine:
+        rows = engine.restore(args.table, args.start, args.end)
+    if args.json:
+        print_json({"table": args.table, "rows_restored": rows})
+    else:
+        print(f"{args.table}: restored {rows} rows")
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    with engine_from_args(args) as engine, engine.db.connection() as conn:
+        cur = conn.execute(
+            "SELECT table_name, path, state, rows, bytes, min_time, max_time, sha256, root "
+            "FROM agts.archive_manifest WHERE %s::text IS NULL OR table_name = %s "
+            "ORDER BY table_name, path", [args.table, args.table])
+        names = [d.name for d in cur.description or ()]
+        rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+    if args.json:
+        print_json(rows)
+        return 0
+    for r in rows:
+        print(f"{r['state']:<9} {r['rows']:>10} {r['bytes']:>12}  {r['path']}")
+    print(f"{len(rows)} file(s)")
+    return 0

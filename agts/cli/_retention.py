@@ -1,0 +1,95 @@
+"""``agts retention run`` (once, for cron, or ``--every 1h`` as a service) and ``agts storage``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from dataclasses import asdict
+from typing import Any
+
+from agts.cli._common import add_json_flag, engine_from_args, print_json
+
+log = logging.getLogger(__name__)
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def register(sub: Any) -> None:
+    retention = sub.add_parser(
+        "retention", help="apply the retention policy: compress, archive, drop expired chunks",
+        epilog="Examples:\n  agts retention run              # once (cron: 0 * * * * agts retention run)"
+               "\n  agts retention run --every 1h   # as a long-running service"
+               "\n  agts retention run --dry-run --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = retention.add_subparsers(dest="action", metavar="ACTION", required=True)
+    run_parser = actions.add_parser("run", help="run the policy now (or every INTERVAL)")
+    run_parser.add_argument("--every", metavar="INTERVAL", type=_interval,
+                            help="repeat every INTERVAL (30m, 1h, 1d) until interrupted")
+    run_parser.add_argument("--dry-run", action="store_true", help="report, change nothing")
+    add_json_flag(run_parser)
+    run_parser.set_defaults(func=run)
+
+    storage = sub.add_parser(
+        "storage", help="sizes per table and tier, compression ratio, growth and projection",
+        epilog="Examples:\n  agts storage\n  agts storage --by chunk --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    storage.add_argument("--by", choices=["table", "chunk"], default="table")
+    storage.add_argument("--growth-days", type=int, default=7, metavar="N",
+                         help="measure growth over the last N days (default 7)")
+    add_json_flag(storage)
+    storage.set_defaults(func=run_storage)
+
+
+def _interval(text: str) -> float:
+    text = text.strip()
+    unit = text[-1:]
+    if unit not in _UNITS or not text[:-1].isdigit() or int(text[:-1]) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"interval must be a positive number with a unit s, m, h or d, got {text!r}")
+    return int(text[:-1]) * _UNITS[unit]
+
+
+def _print_report(report: Any, as_json: bool) -> None:
+    if as_json:
+        print_json(asdict(report))
+        return
+    mode = " (dry run)" if report.dry_run else ""
+    print(f"retention at {report.now.isoformat()} on {report.edition}{mode}:")
+    print(f"  compressed {report.chunks_compressed} chunk(s); archived {report.chunks_archived} "
+          f"({report.rows_archived} rows); dropped {report.chunks_dropped} ({report.rows_dropped} "
+          f"rows); per-metric deletes {report.rows_deleted} rows")
+    print(f"  bytes {report.bytes_before} -> {report.bytes_after} in {report.duration_sec:.2f}s")
+    for job in report.native_jobs:
+        print(f"  job: {job}")
+    for what, why in report.skipped:
+        print(f"  skipped {what}: {why}")
+
+
+def run(args: argparse.Namespace) -> int:
+    stop = threading.Event()
+    if args.every:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    with engine_from_args(args) as engine:
+        while True:
+            report = engine.run_retention(dry_run=args.dry_run)
+            _print_report(report, args.json)
+            if not args.every or stop.wait(args.every):
+                return 0
+
+
+def run_storage(args: argparse.Namespace) -> int:
+    with engine_from_args(args) as engine:
+        frame = engine.storage_report(by=args.by, growth_days=args.growth_days)
+    if args.json:
+        print_json(frame.to_dicts())
+        return 0
+    import polars as pl
+
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=160):
+        print(frame)
+    return 0
