@@ -178,7 +178,8 @@ def test_late_points_and_unrefreshed_tail(any_edition: agts.StorageEngine) -> No
     })
     insert(engine, late)
     everything = pl.concat([frame, late], how="diagonal_relaxed")
-    ranges = [(T0, T0 + SPAN), (now - timedelta(hours=2), now + timedelta(hours=2))]
+    ranges = [(T0, T0 + SPAN), (now - timedelta(hours=2), now + timedelta(hours=2)),
+              (T0, now + timedelta(hours=2))]  # late buckets and the tail in one statement
     for _ in range(2):  # before and after the next refresh
         for start, end in ranges:
             for bucket in ("1h", "1m"):

@@ -18,6 +18,7 @@ variance formula ``M2 = sum(m2_i) + sum(n_i * (mean_i - mean)^2)``.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 import polars as pl
 
@@ -90,27 +91,47 @@ def raw_sql(specs: tuple[AggSpec, ...], groups: int) -> str:
             f"GROUP BY {keys} ORDER BY {keys}")
 
 
-def rollup_sql(table: str, specs: tuple[AggSpec, ...], groups: int) -> str:
-    """Aggregate a rollup's rows plus the raw points it does not hold yet. ``table`` is one of
-    the module constants of :mod:`agts.query._rollups`. Parameters: $1 series ids, $2 start,
-    $3 end, $4 bucket, $5 origin, $6 rollup width, $7 watermark, $8 dirty ranges (a
-    tstzmultirange as text), $9.. group value arrays."""
-    join, gcols = _group_join("parts", groups, 9)
-    gnames = [f"g{i}" for i in range(groups)]
-    partition = ", ".join(["b", *gnames])
-    aggs = ", ".join(f'{_ROLLUP_AGG[spec.name]} AS "{spec.name}"' for spec in specs)
-    keys = ", ".join(str(i) for i in range(1, 2 + groups))
-    return (
-        "WITH parts AS ("
+def rollup_sql(
+    table: str, specs: tuple[AggSpec, ...], groups: list[list[str | None]], *, ids: list[int],
+    start: datetime, end: datetime, bucket: timedelta, width: timedelta, watermark: datetime,
+    dirty: str,
+) -> tuple[str, list[Any]]:
+    """Aggregate a rollup's rows plus the raw points it does not hold yet: the tail from the
+    watermark on, and the ``dirty`` buckets (a ``tstzmultirange`` literal) of ingest batches it
+    has not seen. ``table`` is a constant of :mod:`agts.query._rollups`. Returns SQL and
+    parameters; a branch that has nothing to read is left out (so chunk exclusion stays simple)."""
+    params: list[Any] = [ids, start, end, bucket, ORIGIN, watermark]
+
+    def bind(value: Any) -> str:
+        params.append(value)
+        return f"${len(params)}"
+
+    tail, late = watermark < end, dirty != "{}"
+    d = bind(dirty) if late else ""
+    w = bind(width) if tail or late else ""
+    branches = [
         f"SELECT r.bucket, r.series_id, {', '.join('r.' + c for c in ROLLUP_COLUMNS.split(', '))} "
         f"FROM {table} AS r WHERE r.series_id = ANY($1::int[]) AND r.bucket >= $2 "
-        "AND r.bucket < LEAST($3, $7::timestamptz) AND NOT ($8::tstzmultirange @> r.bucket) "
-        "UNION ALL "
-        f"SELECT time_bucket($6::interval, p.time) AS bucket, p.series_id, {PARTIAL_COLUMNS} "
-        "FROM agts.metric_points AS p WHERE p.series_id = ANY($1::int[]) AND p.time >= $2 "
-        "AND p.time < $3 AND (p.time >= $7::timestamptz OR $8::tstzmultirange @> p.time) "
-        "GROUP BY 1, 2"
-        "), g AS ("
+        "AND r.bucket < LEAST($3, $6::timestamptz)"
+        + (f" AND NOT ({d}::tstzmultirange @> r.bucket)" if late else "")
+    ]
+    raw = (f"SELECT time_bucket({w}::interval, p.time) AS bucket, p.series_id, "
+           f"{PARTIAL_COLUMNS} FROM agts.metric_points AS p WHERE p.series_id = ANY($1::int[]) "
+           "AND p.time >= $2 AND p.time < $3 AND {cond} GROUP BY 1, 2")
+    if tail:
+        branches.append(raw.format(cond="p.time >= $6::timestamptz"))
+    if late:
+        branches.append(raw.format(cond=(
+            f"p.time >= lower({d}::tstzmultirange) AND p.time < upper({d}::tstzmultirange) "
+            f"AND {d}::tstzmultirange @> p.time AND p.time < $6::timestamptz")))
+    join, gcols = _group_join("parts", len(groups), len(params) + 1)
+    params.extend(groups)
+    gnames = [f"g{i}" for i in range(len(groups))]
+    partition = ", ".join(["b", *gnames])
+    aggs = ", ".join(f'{_ROLLUP_AGG[spec.name]} AS "{spec.name}"' for spec in specs)
+    keys = ", ".join(str(i) for i in range(1, 2 + len(groups)))
+    query = (
+        f"WITH parts AS ({' UNION ALL '.join(branches)}), g AS ("
         "SELECT time_bucket($4::interval, parts.bucket, $5::timestamptz) AS b"
         + "".join(f", {col} AS {name}" for col, name in zip(gcols, gnames, strict=True))
         + f", {ROLLUP_COLUMNS} FROM parts{join}"
@@ -121,6 +142,7 @@ def rollup_sql(table: str, specs: tuple[AggSpec, ...], groups: int) -> str:
         f"SELECT b AS \"timestamp\"{''.join(', ' + n for n in gnames)}, {aggs} FROM w "
         f"GROUP BY {keys} ORDER BY {keys}"
     )
+    return query, params
 
 
 def result_schema(specs: tuple[AggSpec, ...], group_by: list[str]) -> dict[str, pl.DataType]:

@@ -199,18 +199,18 @@ class MetricsQueries:
         ids = series.get_column("series_id").to_list()
         label_sets = [json.loads(text) for text in series.get_column("labels_json").to_list()]
         groups = [[labels.get(k) for labels in label_sets] for k in keys]
-        head: list[Any] = [ids, start, end, width, agg.ORIGIN]
         rollup = choose(specs, width, start, end)
         view = read_view(self._db, rollup, start, end) if rollup is not None else None
         if view is not None and view.watermark is not None and start < view.watermark:
-            query = agg.rollup_sql(view.rollup.table, specs, len(keys))
-            params = [*head, view.rollup.width, view.watermark, view.dirty, *groups]
+            query, params = agg.rollup_sql(
+                view.rollup.table, specs, groups, ids=ids, start=start, end=end, bucket=width,
+                width=view.rollup.width, watermark=view.watermark, dirty=view.dirty)
             log.debug("aggregate from %s (watermark %s, dirty %s)", view.rollup.name,
                       view.watermark, view.dirty)
         else:
             query = agg.raw_sql(specs, len(keys))
             fractions = [spec.fraction for spec in specs if spec.fraction is not None]
-            params = [*head, *groups, *fractions]
+            params = [ids, start, end, width, agg.ORIGIN, *groups, *fractions]
         table = fetch_arrow(self._db, query, params, action="query aggregated metrics")
         frame = pl.from_arrow(table)
         assert isinstance(frame, pl.DataFrame)
