@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 from psycopg import sql
 
 from agts.archive._archiver import Archiver
@@ -180,9 +181,12 @@ def _compress(engine: StorageEngine, policies: list[TablePolicy], before: dateti
             if report.dry_run:
                 report.chunks_compressed += 1
                 continue
-            with engine.db.connection() as conn:
-                conn.execute("SELECT compress_chunk(%s::regclass, if_not_compressed => true)",
-                             [f"{chunk.schema}.{chunk.name}"])
+            try:
+                with engine.db.connection() as conn:
+                    conn.execute("SELECT compress_chunk(%s::regclass, if_not_compressed => true)",
+                                 [f"{chunk.schema}.{chunk.name}"])
+            except psycopg.errors.DuplicateObject:
+                continue  # the native compression job got there first
             report.chunks_compressed += 1
 
 
