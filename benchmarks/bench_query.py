@@ -129,8 +129,8 @@ def export(engine: agts.StorageEngine, folder: Path) -> duckdb.DuckDBPyConnectio
     return duck
 
 
-def duck_frame(table: Any) -> pl.DataFrame:
-    frame = pl.from_arrow(table)
+def duck_frame(duck: duckdb.DuckDBPyConnection, query: str, params: list[Any]) -> pl.DataFrame:
+    frame = pl.from_arrow(duck.sql(query, params=params).to_arrow_table())
     assert isinstance(frame, pl.DataFrame)
     return frame
 
@@ -237,10 +237,10 @@ def main() -> None:
              lambda: engine.query_metrics("latency", a_start, a_end, {"market": market}),
              view.format("latency", a_start, a_end) + sql.SQL(" AND labels @> {}::jsonb ORDER BY 1")
              .format(json.dumps({"market": market})),
-             lambda f: same(f.select("timestamp", "value"), duck_frame(duck.execute(
-                 "SELECT p.time, p.value FROM points p JOIN series s USING (series_id) "
-                 "WHERE s.metric_name = 'latency' AND json_extract_string(s.labels, '$.market') = ? "
-                 "AND p.time >= ? AND p.time < ? ORDER BY p.time", [market, a_start, a_end]).to_arrow_table())))
+             lambda f: same(f.select("timestamp", "value"), duck_frame(
+                 duck, "SELECT p.time, p.value FROM points p JOIN series s USING (series_id) "
+                 "WHERE s.metric_name = 'latency' AND json_extract_string(s.labels, '$.market') "
+                 "= ? AND p.time >= ? AND p.time < ? ORDER BY p.time", [market, a_start, a_end])))
 
         def bucketed(metric: str, labels: dict[str, str] | None, start: datetime, end: datetime,
                      bucket: str, aggs: list[str], step_s: int) -> tuple[Any, Any, Any]:
@@ -255,11 +255,11 @@ def main() -> None:
                 timedelta(seconds=step_s), metric, start, end,
                 *([json.dumps(labels)] if labels else []))
             where = "AND json_extract_string(s.labels, '$.market') = ?" if labels else ""
-            expected = duck_frame(duck.execute(
+            expected = duck_frame(duck, (
                 f"SELECT epoch_us(p.time) // {step_s * 10**6} * {step_s * 10**6} AS b, {cols} "
                 "FROM points p JOIN series s USING (series_id) WHERE s.metric_name = ? "
-                f"AND p.time >= ? AND p.time < ? {where} GROUP BY 1 ORDER BY 1",
-                [metric, start, end, *(labels.values() if labels else [])]).to_arrow_table())
+                f"AND p.time >= ? AND p.time < ? {where} GROUP BY 1 ORDER BY 1"),
+                [metric, start, end, *(labels.values() if labels else [])])
             check = lambda f: same(  # noqa: E731
                 f.with_columns(pl.col("timestamp").cast(pl.Int64)), expected)
             return run, peer, check
@@ -279,10 +279,10 @@ def main() -> None:
         case("(d) all series raw 2h",
              lambda: engine.query_metrics("latency", d_start, d_end),
              view.format("latency", d_start, d_end) + sql.SQL(" ORDER BY 1"),
-             lambda f: same(f.select("timestamp", "series_id", "value"), duck_frame(duck.execute(
-                 "SELECT p.time, p.series_id, p.value FROM points p JOIN series s "
+             lambda f: same(f.select("timestamp", "series_id", "value"), duck_frame(
+                 duck, "SELECT p.time, p.series_id, p.value FROM points p JOIN series s "
                  "USING (series_id) WHERE s.metric_name = 'latency' AND p.time >= ? "
-                 "AND p.time < ? ORDER BY p.time, p.series_id", [d_start, d_end]).to_arrow_table())))
+                 "AND p.time < ? ORDER BY p.time, p.series_id", [d_start, d_end])))
         with engine.db.connection() as conn:
             total = conn.execute("SELECT count(*) FROM agts.metric_points").fetchone()[0]
     table = pl.DataFrame(rows).with_columns(pl.selectors.float().round(1))
