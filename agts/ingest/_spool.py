@@ -88,16 +88,26 @@ class Spool:
         }).replace_schema_metadata({_META: batch_id.encode()})
         final = self.directory / f"{self._next:012d}-{batch_id}.arrow"
         tmp = final.with_suffix(".tmp")
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table, max_chunksize=max(1, table.num_rows))
-        size = tmp.stat().st_size
+        try:
+            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+                writer.write_table(table, max_chunksize=max(1, table.num_rows))
+            size = tmp.stat().st_size
+            if self.bytes + size <= self.max_bytes:
+                _fsync(tmp)
+        except OSError as exc:
+            # A full disk (or quota) is the same condition as the size cap: the batch is not
+            # accepted, nothing half-written stays behind, and the caller keeps it in memory.
+            tmp.unlink(missing_ok=True)
+            raise SpoolFullError(
+                f"spool {str(self.directory)!r} is full: cannot write a batch ({self.bytes} bytes "
+                f"held): {exc.strerror or exc}"
+            ) from exc
         if self.bytes + size > self.max_bytes:
             tmp.unlink()
             raise SpoolFullError(
                 f"spool {str(self.directory)!r} is full: {self.bytes} bytes held, a batch of "
                 f"{size} bytes would pass ingestion.spool_max_bytes = {self.max_bytes}"
             )
-        _fsync(tmp)
         os.replace(tmp, final)
         _fsync(self.directory)
         self._files.append(final)
