@@ -33,25 +33,32 @@ _AFTER = " AND (time, series_id) > ($4::timestamptz, $5::int)"
 
 def fetch_page(
     db: Database, series_ids: list[int], start: datetime, end: datetime, *,
-    limit: int | None, after: tuple[datetime, int] | None,
+    limit: int | None, after: tuple[datetime, int] | None, server_order: bool = True,
 ) -> pl.DataFrame:
     """Points ``(timestamp, series_id, value)`` of ``series_ids`` in ``[start, end)``, after the
-    cursor, ordered by (timestamp, series_id), at most ``limit`` rows."""
+    cursor, ordered by (timestamp, series_id), at most ``limit`` rows.
+
+    ``server_order=False`` is for a fetch that takes every row (``limit`` only guards the size):
+    the server returns rows in index order and Polars sorts them, which spares the server a sort
+    of the whole result (it spills to disk past ``work_mem``; 3-4x the scan time for 1.4M rows).
+    """
     query = _POINTS
     params: list[Any] = [series_ids, start, end]
     if after is not None:
         query += _AFTER
         params.extend(after)
-    query += ' ORDER BY "timestamp", series_id'
+    if server_order:
+        query += ' ORDER BY "timestamp", series_id'
     if limit is not None:
         params.append(limit)
         query += f" LIMIT ${len(params)}"
     table = fetch_arrow(db, query, params, action="query metrics")
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
-    return frame.with_columns(
+    frame = frame.with_columns(
         pl.col("timestamp").cast(pl.Datetime("us", "UTC")), pl.col("series_id").cast(pl.Int32),
         pl.col("value").cast(pl.Float64))
+    return frame if server_order else frame.sort("timestamp", "series_id")
 
 
 def iter_pages(

@@ -112,7 +112,8 @@ class MetricsQueries:
         max_results = self._config.max_results
         ids = series.get_column("series_id").to_list()
         points = fetch_page(self._db, ids, start, end,
-                            limit=limit if limit is not None else max_results + 1, after=cursor)
+                            limit=limit if limit is not None else max_results + 1, after=cursor,
+                            server_order=limit is not None)
         if limit is None and points.height > max_results:
             raise ResultTooLargeError(
                 f"the query returns more than {max_results} rows (query.max_results); page with "
