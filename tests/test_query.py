@@ -193,3 +193,16 @@ def test_multi_long_and_wide(engine: agts.StorageEngine, data: pl.DataFrame) -> 
         engine.query_metrics_multi(["lat", "fill_rate"], start, end, shape="wide")
     with pytest.raises(agts.ValidationError, match="shape must be one of"):
         engine.query_metrics_multi(["lat"], start, end, shape="tall")  # type: ignore[arg-type]
+
+
+def test_abandoned_stream_leaves_engine_usable(engine: agts.StorageEngine,
+                                               data: pl.DataFrame) -> None:
+    stream = engine.query_metrics("lat", T0, T0 + SPAN, iter_batches=True, batch_size=100)
+    first = next(stream)
+    assert first.height == 100 and first.get_column("timestamp").is_sorted()
+    stream.close()  # type: ignore[attr-defined]
+    assert engine.query_metrics("lat", T0, T0 + SPAN).height == 1200
+    assert sum(f.height for f in engine.query_metrics(
+        "lat", T0, T0 + SPAN, iter_batches=True, batch_size=7)) == 1200
+    stats = engine.query_stats().filter(pl.col("kind") == "stream").row(0, named=True)
+    assert stats["queries"] == 2 and stats["rows"] == 1300

@@ -4,19 +4,27 @@ Rows are ordered by ``(timestamp, series_id)``, a total order (one value per ser
 microsecond), so a page ends at a row and the next page starts strictly after it: keyset
 pagination, no OFFSET, no row seen twice or skipped while data is appended.
 
-Streaming with ``iter_batches=True`` is keyset pagination under the hood: ADBC streams a result
-batch by batch only for unparameterized statements, and every agts query has bound parameters.
+The points statement is composed with ``psycopg.sql.Literal`` rather than sent with bound
+parameters. Only values agts itself produced go in that way — integer series ids, UTC datetimes,
+integer limits — never a metric name or label (those were bound parameters of the series lookup
+that produced the ids). The reason is measured: ADBC runs an unparameterized SELECT as a binary
+``COPY ... TO STDOUT`` that it reads as Arrow batch by batch, while a statement with bound
+parameters goes through a prepared statement, is not streamed, and took 1.6x as long for 1.44M
+rows (1,300 ms vs 800 ms). The same COPY path gives ``iter_batches=True`` a real stream: one
+statement, read batch by batch and re-cut into frames of ``batch_size`` rows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
 
 import polars as pl
+import pyarrow as pa
+from psycopg import sql
 
 from agts.db._database import Database
+from agts.errors import translate
 from agts.query._series import fetch_arrow, label_struct
 
 __all__ = ["RAW_SCHEMA", "empty_raw", "fetch_page", "iter_pages", "with_series"]
@@ -24,11 +32,31 @@ __all__ = ["RAW_SCHEMA", "empty_raw", "fetch_page", "iter_pages", "with_series"]
 RAW_SCHEMA = {"timestamp": pl.Datetime("us", "UTC"), "metric_name": pl.String,
               "value": pl.Float64, "series_id": pl.Int32}
 
-_POINTS = (
-    'SELECT time AS "timestamp", series_id, value FROM agts.metric_points '
-    "WHERE series_id = ANY($1::int[]) AND time >= $2 AND time < $3"
-)
-_AFTER = " AND (time, series_id) > ($4::timestamptz, $5::int)"
+
+def points_sql(
+    series_ids: list[int], start: datetime, end: datetime, *,
+    after: tuple[datetime, int] | None = None, order: bool = True, limit: int | None = None,
+) -> str:
+    """The points statement with agts-produced literals (see the module docstring)."""
+    ids = sql.Literal([int(i) for i in series_ids])
+    parts: list[sql.Composable] = [sql.SQL(
+        'SELECT time AS "timestamp", series_id, value FROM agts.metric_points '
+        "WHERE series_id = ANY({}::int[]) AND time >= {} AND time < {}").format(
+        ids, sql.Literal(start), sql.Literal(end))]
+    if after is not None:
+        parts.append(sql.SQL(" AND (time, series_id) > ({}::timestamptz, {}::int)").format(
+            sql.Literal(after[0]), sql.Literal(int(after[1]))))
+    if order:
+        parts.append(sql.SQL(' ORDER BY "timestamp", series_id'))
+    if limit is not None:
+        parts.append(sql.SQL(" LIMIT {}").format(sql.Literal(int(limit))))
+    return sql.Composed(parts).as_string(None)
+
+
+def _typed(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.with_columns(
+        pl.col("timestamp").cast(pl.Datetime("us", "UTC")), pl.col("series_id").cast(pl.Int32),
+        pl.col("value").cast(pl.Float64))
 
 
 def fetch_page(
@@ -42,22 +70,10 @@ def fetch_page(
     the server returns rows in index order and Polars sorts them, which spares the server a sort
     of the whole result (it spills to disk past ``work_mem``; 3-4x the scan time for 1.4M rows).
     """
-    query = _POINTS
-    params: list[Any] = [series_ids, start, end]
-    if after is not None:
-        query += _AFTER
-        params.extend(after)
-    if server_order:
-        query += ' ORDER BY "timestamp", series_id'
-    if limit is not None:
-        params.append(limit)
-        query += f" LIMIT ${len(params)}"
-    table = fetch_arrow(db, query, params, action="query metrics")
-    frame = pl.from_arrow(table)
+    query = points_sql(series_ids, start, end, after=after, order=server_order, limit=limit)
+    frame = pl.from_arrow(fetch_arrow(db, query, (), action="query metrics"))
     assert isinstance(frame, pl.DataFrame)
-    frame = frame.with_columns(
-        pl.col("timestamp").cast(pl.Datetime("us", "UTC")), pl.col("series_id").cast(pl.Int32),
-        pl.col("value").cast(pl.Float64))
+    frame = _typed(frame)
     return frame if server_order else frame.sort("timestamp", "series_id")
 
 
@@ -65,16 +81,33 @@ def iter_pages(
     db: Database, series_ids: list[int], start: datetime, end: datetime, *, batch_size: int,
     after: tuple[datetime, int] | None = None,
 ) -> Iterator[pl.DataFrame]:
-    """Keyset pages of at most ``batch_size`` rows until the range is exhausted."""
-    cursor = after
-    while True:
-        page = fetch_page(db, series_ids, start, end, limit=batch_size, after=cursor)
-        if page.height:
-            yield page
-        if page.height < batch_size:
-            return
-        last = page.row(page.height - 1, named=True)
-        cursor = (last["timestamp"], last["series_id"])
+    """Frames of exactly ``batch_size`` rows (the last may be shorter) from one streamed,
+    ordered statement; at most one ADBC batch plus one frame is held at a time."""
+    query = points_sql(series_ids, start, end, after=after)
+    pending: list[pa.RecordBatch] = []
+    held = 0
+    try:
+        with db.adbc() as conn, conn.cursor() as cur:
+            cur.execute(query)
+            reader = cur.fetch_record_batch()
+            for batch in reader:
+                pending.append(batch)
+                held += batch.num_rows
+                while held >= batch_size:
+                    table = pa.Table.from_batches(pending)
+                    yield _typed(_frame(table.slice(0, batch_size)))
+                    rest = table.slice(batch_size)
+                    pending, held = rest.to_batches(), rest.num_rows
+    except Exception as exc:
+        raise translate(exc, action="stream metrics") from exc
+    if held:
+        yield _typed(_frame(pa.Table.from_batches(pending)))
+
+
+def _frame(table: pa.Table) -> pl.DataFrame:
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
 
 
 def with_series(points: pl.DataFrame, series: pl.DataFrame) -> pl.DataFrame:
