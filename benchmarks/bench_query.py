@@ -136,7 +136,13 @@ def duck_frame(duck: duckdb.DuckDBPyConnection, query: str, params: list[Any]) -
 
 
 def server_ms(engine: agts.StorageEngine, query: str, params: list[Any]) -> float:
-    """EXPLAIN ANALYZE of a statement with $n parameters, over ADBC like agts runs it."""
+    """EXPLAIN ANALYZE of agts' statement: over ADBC with its $n parameters, or (a statement
+    agts sends without parameters, which ADBC would wrap in COPY) over psycopg."""
+    if not params:
+        with engine.db.connection() as pconn:
+            row = pconn.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {query}").fetchone()  # type: ignore[arg-type]
+        assert row is not None
+        return float(row[0][0]["Execution Time"])
     with engine.db.adbc() as conn, conn.cursor() as cur:
         cur.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + query, parameters=tuple(params))
         plan = json.loads(cur.fetch_arrow_table().column(0)[0].as_py())

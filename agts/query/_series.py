@@ -66,7 +66,8 @@ def label_struct(labels_json: pl.Series) -> pl.Series:
 def fetch_arrow(db: Database, query: str, params: Sequence[Any], *, action: str) -> pa.Table:
     """Run one SELECT with ``$n`` parameters on a pooled ADBC connection; the whole result as Arrow.
 
-    ``query`` is built from this package's constants only; every value is a bound parameter.
+    ``query`` is built from this package's constants; values are bound parameters, or (raw
+    points, see :mod:`agts.query._raw`) psycopg.sql literals of ids and datetimes agts produced.
     """
     try:
         with db.adbc() as conn, conn.cursor() as cur:
