@@ -297,7 +297,8 @@ class Ingestor:
                         wait = min(wait, max(0.01, self._next_attempt - time.monotonic()))
                     self._cond.wait(wait)
                 batch, enqueued = self._take() if self._pending else (None, 0.0)
-            self._replay(final=self._closing and batch is None)
+            # Closing: one last try of the spool, whatever the outage backoff says.
+            self._replay(force=self._closing and batch is None)
             if batch is not None:
                 self._deliver(batch, enqueued)
             elif self._closing:
@@ -326,22 +327,27 @@ class Ingestor:
 
     def _deliver(self, batch: Normalized, enqueued: float) -> None:
         batch_id = str(uuid.uuid4())
-        if (not len(self._spool) and time.monotonic() >= self._next_attempt
-                and self._write(batch, batch_id, enqueued)):
-            self._release(batch.height)
-            return
+        try_database = not len(self._spool) and time.monotonic() >= self._next_attempt
         while True:
+            if try_database and self._write(batch, batch_id, enqueued):
+                with self._cond:
+                    self._spool_full = False
+                self._release(batch.height)
+                return
             try:
                 self._spool.append(batch, batch_id)
+                break
             except SpoolFullError as exc:
+                # Keep the batch in memory (its buffer room stays taken: producers feel it) and
+                # try the spool's oldest batches, then this one, until the database answers.
                 with self._cond:
                     self._spool_full = True
                     self._c["last_error"] = str(exc)
+                    self._cond.notify_all()
                 log.warning("%s", exc)
                 time.sleep(min(self._outage_pause, _MAX_OUTAGE_PAUSE))
-                self._replay(final=False, force=True)
-                continue
-            break
+                self._replay(force=True)
+                try_database = not len(self._spool)
         with self._cond:
             self._spool_full = False
             self._c["spooled_batches"] += 1
@@ -382,7 +388,7 @@ class Ingestor:
         self._outage_pause = min(self._outage_pause * 2, _MAX_OUTAGE_PAUSE)
         return False
 
-    def _replay(self, *, final: bool, force: bool = False) -> None:
+    def _replay(self, *, force: bool = False) -> None:
         """Write spooled batches, oldest first, while the database takes them."""
         if not len(self._spool) or (not force and time.monotonic() < self._next_attempt):
             return
@@ -397,4 +403,3 @@ class Ingestor:
                 self._c["replayed_batches"] += 1
                 self._cond.notify_all()
             log.info("replayed spooled batch %s (%d points)", batch_id, batch.height)
-        del final
