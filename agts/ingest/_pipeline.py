@@ -297,12 +297,19 @@ class Ingestor:
                         wait = min(wait, max(0.01, self._next_attempt - time.monotonic()))
                     self._cond.wait(wait)
                 batch, enqueued = self._take() if self._pending else (None, 0.0)
-            # Closing: one last try of the spool, whatever the outage backoff says.
-            self._replay(force=self._closing and batch is None)
             if batch is not None:
+                self._replay()
                 self._deliver(batch, enqueued)
             elif self._closing:
+                # Closing: a few last tries of the spool, whatever the outage backoff says.
+                for _ in range(3):
+                    self._replay(force=True)
+                    if not len(self._spool):
+                        break
+                    time.sleep(_BACKOFF)
                 return
+            else:
+                self._replay()
 
     def _take(self) -> tuple[Normalized, float]:
         size = self.settings.batch_size
@@ -355,7 +362,8 @@ class Ingestor:
         self._release(batch.height)
 
     def _write(self, batch: Normalized, batch_id: str, enqueued: float) -> bool:
-        """Write with retries; False when the database stays unavailable (spool it)."""
+        """Write with retries; False when the database stays unavailable (spool it). A batch the
+        database refuses for good (not transient) is set aside in the spool's ``failed/``."""
         pause = _BACKOFF
         for attempt in range(_ATTEMPTS):
             try:
@@ -365,9 +373,10 @@ class Ingestor:
                     self._c["last_error"] = str(exc)
                     self._c["errors"] += 1
                 if not exc.transient:
-                    log.error("batch %s refused by the database, spooling it: %s", batch_id, exc)
-                    self._next_attempt = time.monotonic() + _MAX_OUTAGE_PAUSE
-                    return False
+                    path = self._spool.set_aside(batch, batch_id)
+                    log.error("batch %s (%d points) refused by the database, kept in %s: %s",
+                              batch_id, batch.height, path, exc)
+                    return True
                 if attempt + 1 < _ATTEMPTS:
                     with self._cond:
                         self._c["retries"] += 1

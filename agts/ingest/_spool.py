@@ -74,40 +74,31 @@ class Spool:
             fcntl.flock(self._lock_file, fcntl.LOCK_UN)
             self._lock_file.close()
 
+    def set_aside(self, batch: Normalized, batch_id: str) -> Path:
+        """Keep a batch the database refused for good in ``failed/`` (never replayed, never
+        counted against the cap), for a person to inspect."""
+        folder = self.directory / "failed"
+        folder.mkdir(exist_ok=True)
+        final = folder / f"{batch_id}.arrow"
+        tmp = final.with_suffix(".tmp")
+        _write_ipc(_encode(batch, batch_id), tmp)
+        os.replace(tmp, final)
+        _fsync(folder)
+        return final
+
     def append(self, batch: Normalized, batch_id: str) -> Path:
         """Write ``batch`` durably as the newest file."""
-        points = batch.points
-        keys = pa.array(points.get_column("key").to_numpy(), pa.int32())
-        table = pa.table({
-            "time": points.get_column("time").to_arrow(),
-            "metric_name": pa.DictionaryArray.from_arrays(
-                keys, batch.series.get_column("metric_name").to_arrow().cast(pa.string())),
-            "labels": pa.DictionaryArray.from_arrays(
-                keys, batch.series.get_column("labels").to_arrow().cast(pa.string())),
-            "value": points.get_column("value").to_arrow(),
-        }).replace_schema_metadata({_META: batch_id.encode()})
+        table = _encode(batch, batch_id)
         final = self.directory / f"{self._next:012d}-{batch_id}.arrow"
         tmp = final.with_suffix(".tmp")
-        try:
-            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-                writer.write_table(table, max_chunksize=max(1, table.num_rows))
-            size = tmp.stat().st_size
-            if self.bytes + size <= self.max_bytes:
-                _fsync(tmp)
-        except OSError as exc:
-            # A full disk (or quota) is the same condition as the size cap: the batch is not
-            # accepted, nothing half-written stays behind, and the caller keeps it in memory.
-            tmp.unlink(missing_ok=True)
-            raise SpoolFullError(
-                f"spool {str(self.directory)!r} is full: cannot write a batch ({self.bytes} bytes "
-                f"held): {exc.strerror or exc}"
-            ) from exc
+        size = _write_ipc(table, tmp, sync=False)
         if self.bytes + size > self.max_bytes:
             tmp.unlink()
             raise SpoolFullError(
                 f"spool {str(self.directory)!r} is full: {self.bytes} bytes held, a batch of "
                 f"{size} bytes would pass ingestion.spool_max_bytes = {self.max_bytes}"
             )
+        _fsync(tmp)
         os.replace(tmp, final)
         _fsync(self.directory)
         self._files.append(final)
@@ -145,6 +136,27 @@ class Spool:
         _fsync(self.directory)
         self._files.remove(path)
         self.bytes -= size
+
+
+def _encode(batch: Normalized, batch_id: str) -> pa.Table:
+    points = batch.points
+    keys = pa.array(points.get_column("key").to_numpy(), pa.int32())
+    return pa.table({
+        "time": points.get_column("time").to_arrow(),
+        "metric_name": pa.DictionaryArray.from_arrays(
+            keys, batch.series.get_column("metric_name").to_arrow().cast(pa.string())),
+        "labels": pa.DictionaryArray.from_arrays(
+            keys, batch.series.get_column("labels").to_arrow().cast(pa.string())),
+        "value": points.get_column("value").to_arrow(),
+    }).replace_schema_metadata({_META: batch_id.encode()})
+
+
+def _write_ipc(table: pa.Table, path: Path, *, sync: bool = True) -> int:
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table, max_chunksize=max(1, table.num_rows))
+    if sync:
+        _fsync(path)
+    return path.stat().st_size
 
 
 def _fsync(path: Path) -> None:
