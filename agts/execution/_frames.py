@@ -42,7 +42,11 @@ def utc(value: datetime, *, name: str) -> datetime:
         raise ValidationError(f"{name} must be a datetime, got {value!r}", column=name)
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValidationError(f"{name} {value!r} is outside the range of UTC datetimes",
+                              column=name) from None
 
 
 def _plain(value: Any) -> Any:

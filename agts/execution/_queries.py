@@ -50,7 +50,8 @@ class Select:
         """``column = ANY(values)`` when ``value`` is given (one value or several)."""
         if value is None:
             return self
-        values = [value] if isinstance(value, str) else list(value)
+        values = [value] if isinstance(value, str) else list(value) if isinstance(
+            value, list | tuple | set | frozenset) else []
         if not values or not all(isinstance(v, str) for v in values):
             raise ValidationError(
                 f"filter {column} must be a string or a non-empty list of strings, got {value!r}",

@@ -152,6 +152,9 @@ class ExecutionStore:
             client_order_id, status_time, filled_size, avg_fill_price, fill_count``; ``status``
             is the current status (latest event).
         """
+        if filters is not None and not isinstance(filters, OrderFilters):
+            raise ValidationError(
+                f"filters must be an agts.OrderFilters, got {type(filters).__name__} {filters!r}")
         f = filters or OrderFilters()
         select = q.window(q.Select(q.ORDER_COLUMNS, "agts.order_state"), start, end)
         for column in ("venue", "market", "side", "status", "client_order_id", "order_type"):

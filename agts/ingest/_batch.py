@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from agts.config import DatabaseConfig
+from agts.errors import ValidationError
 from agts.ingest._normalize import normalize
 from agts.ingest._types import IngestResult, OnError
 from agts.ingest._writer import MetricsWriter
@@ -20,6 +21,11 @@ def insert_batch(
     batch_id: str | uuid.UUID | None = None,
 ) -> IngestResult:
     """Validate ``data`` and store its valid points once (see ``StorageEngine.insert_metrics_batch``)."""
+    if batch_id is not None:
+        try:
+            batch_id = uuid.UUID(str(batch_id))
+        except ValueError:
+            raise ValidationError(f"batch_id must be a UUID, got {batch_id!r}") from None
     batch = normalize(data, on_error=on_error)
     if batch.height == 0:
         return IngestResult(0, 0, batch.skipped, None)

@@ -103,6 +103,8 @@ def canonical_labels(labels: Any) -> str:
     for key, value in labels.items():
         if not isinstance(key, str) or not key:
             raise _LabelError(f"label keys must be non-empty strings, got {key!r}")
+        if "\x00" in key or (isinstance(value, str) and "\x00" in value):
+            raise _LabelError(f"label {key!r} contains a NUL character (PostgreSQL text cannot)")
         if value is None:
             continue
         if isinstance(value, str):
@@ -132,7 +134,7 @@ def normalize(data: Any, *, on_error: OnError = "raise") -> Normalized:
         offending row; the message names the column and the row.
     """
     if on_error not in get_args(OnError):
-        raise ValueError(f"on_error must be one of {get_args(OnError)!r}, got {on_error!r}")
+        raise ValidationError(f"on_error must be one of {get_args(OnError)!r}, got {on_error!r}")
     if isinstance(data, MetricPoint):
         data = [data]
     if isinstance(data, Sequence) and not isinstance(data, str | bytes):
@@ -159,7 +161,12 @@ def _from_points(points: Sequence[Any]) -> pl.DataFrame:
                 f"column 'timestamp' row {i}: expected a datetime, got {ts!r}",
                 column="timestamp", row=i)
         if ts.tzinfo is not None:
-            ts = ts.astimezone(dt.UTC).replace(tzinfo=None)
+            try:
+                ts = ts.astimezone(dt.UTC).replace(tzinfo=None)
+            except OverflowError:
+                raise ValidationError(
+                    f"column 'timestamp' row {i}: timestamp {ts!r} is outside the range of "
+                    "UTC datetimes", column="timestamp", row=i) from None
         times.append(ts)
         names.append(point.metric_name)
         values.append(point.value)
@@ -231,6 +238,8 @@ def _series_keys(
             error = "metric_name: metric_name is empty"
         elif len(name) > MAX_NAME_LENGTH:
             error = f"metric_name: metric_name is longer than {MAX_NAME_LENGTH} characters"
+        elif "\x00" in name:
+            error = "metric_name: metric_name contains a NUL character (PostgreSQL text cannot)"
         else:
             try:
                 parsed = json.loads(raw) if as_text and raw is not None else raw

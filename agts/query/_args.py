@@ -67,7 +67,10 @@ def to_utc(value: Any, *, name: str) -> datetime:
             f"{value!r}")
     if value.tzinfo is None or value.utcoffset() is None:
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValidationError(f"{name} {value!r} is outside the range of UTC datetimes") from None
 
 
 def check_range(start: Any, end: Any) -> tuple[datetime, datetime]:
@@ -83,6 +86,8 @@ def check_range(start: Any, end: Any) -> tuple[datetime, datetime]:
 def check_metric_name(name: Any, *, what: str = "metric_name") -> str:
     if not isinstance(name, str) or not name:
         raise ValidationError(f"{what} must be a non-empty string, got {name!r}")
+    if "\x00" in name:
+        raise ValidationError(f"{what} must not contain a NUL character, got {name!r}")
     return name
 
 
@@ -93,9 +98,11 @@ def check_labels(labels: Any) -> dict[str, str]:
     if not isinstance(labels, Mapping):
         raise ValidationError(f"labels must be a mapping of strings to strings, got {labels!r}")
     for key, value in labels.items():
-        if not isinstance(key, str) or not key or not isinstance(value, str):
+        if not isinstance(key, str) or not key or not isinstance(value, str) or (
+                "\x00" in key or "\x00" in value):
             raise ValidationError(
-                f"labels must map non-empty string keys to string values, got {key!r}: {value!r}")
+                "labels must map non-empty string keys to string values without NUL characters, "
+                f"got {key!r}: {value!r}")
     return dict(labels)
 
 
@@ -110,7 +117,8 @@ def check_labels_in(labels_in: Any) -> dict[str, list[str]]:
     for key, values in labels_in.items():
         if (not isinstance(key, str) or not key or isinstance(values, str)
                 or not isinstance(values, Sequence | set | frozenset) or not values
-                or not all(isinstance(v, str) for v in values)):
+                or not all(isinstance(v, str) and "\x00" not in v for v in values)
+                or "\x00" in key):
             raise ValidationError(
                 "labels_in must map non-empty string keys to non-empty lists of strings, "
                 f"got {key!r}: {values!r}")

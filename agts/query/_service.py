@@ -178,6 +178,14 @@ class MetricsQueries:
         keys: list[str], fill: str | None,
     ) -> pl.DataFrame:
         schema = agg.result_schema(specs, keys)
+        buckets = (end - start) // width + 1 if end > start else 0
+        if fill is not None and buckets > self._config.max_results:
+            # Checked before the grid is built: a fine bucket over a long range would not fit
+            # in memory.
+            raise ResultTooLargeError(
+                f"the query returns {buckets} buckets with fill={fill!r}, more than "
+                f"{self._config.max_results} (query.max_results); use a coarser bucket, a shorter "
+                "range, or raise query.max_results")
         series = resolve_series(self._db, [name], labels, labels_in)
         if series.is_empty() or start >= end:
             frame = pl.DataFrame(schema=schema)
