@@ -91,14 +91,25 @@ class Spool:
         table = _encode(batch, batch_id)
         final = self.directory / f"{self._next:012d}-{batch_id}.arrow"
         tmp = final.with_suffix(".tmp")
-        size = _write_ipc(table, tmp, sync=False)
+        try:
+            size = _write_ipc(table, tmp, sync=False)
+            if self.bytes + size <= self.max_bytes:
+                _fsync(tmp)
+        except OSError as exc:
+            # A full disk (or quota) is the same condition as the size cap: the batch is not
+            # accepted, nothing half-written stays behind, and the caller keeps it in memory
+            # (tests/reliability/test_faults.py, a 256 KiB tmpfs).
+            tmp.unlink(missing_ok=True)
+            raise SpoolFullError(
+                f"spool {str(self.directory)!r} is full: cannot write a batch ({self.bytes} bytes "
+                f"held): {exc.strerror or exc}"
+            ) from exc
         if self.bytes + size > self.max_bytes:
             tmp.unlink()
             raise SpoolFullError(
                 f"spool {str(self.directory)!r} is full: {self.bytes} bytes held, a batch of "
                 f"{size} bytes would pass ingestion.spool_max_bytes = {self.max_bytes}"
             )
-        _fsync(tmp)
         os.replace(tmp, final)
         _fsync(self.directory)
         self._files.append(final)
