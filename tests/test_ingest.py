@@ -235,3 +235,23 @@ def test_timestamps_truncate_to_the_microsecond_towards_the_past(
     epoch = dt.datetime(1970, 1, 1, tzinfo=UTC)
     assert [r[0] for r in stored(engine)] == [epoch - dt.timedelta(microseconds=2),
                                              epoch + dt.timedelta(microseconds=1)]
+
+
+def test_big_batches_are_copied_in_parts_in_one_transaction(
+    engine: agts.StorageEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agts.ingest import _writer
+
+    monkeypatch.setattr(_writer, "_PART", 1)  # 4 points: 4 parts, prepared while copying
+    first = engine.insert_metrics_batch(_polars())
+    assert (first.rows_written, first.duplicates) == (4, 0)
+    frame = pl.concat([_polars(), _polars().with_columns(pl.col("value") + 1)])
+    again = engine.insert_metrics_batch(frame.with_columns(
+        pl.col("timestamp") + pl.duration(seconds=pl.int_range(pl.len()) // 6)))
+    # Rows 0-3 are stored already, rows 4-5 repeat rows 0-1 in the batch; rows 6-7 are new.
+    assert (again.rows_written, again.duplicates) == (2, 6)
+    with engine.db.connection() as conn:
+        ledger = conn.execute("SELECT rows, duplicates, method FROM agts.ingest_batches "
+                              "ORDER BY ingested_at").fetchall()
+    assert ledger == [(4, 0, "copy"), (2, 6, "merge")]
+    assert len(stored(engine)) == 6

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,10 @@ from agts.ingest._normalize import Normalized
 __all__ = ["MetricsWriter", "WriteOutcome"]
 
 log = logging.getLogger(__name__)
+
+#: Batches of at least twice this many points are copied in parts of this size, the next part being
+#: prepared while the current one is copied (one transaction, one ledger row).
+_PART = 500_000
 
 POINTS_SCHEMA = pa.schema([
     pa.field("time", pa.timestamp("us", tz="UTC"), nullable=False),
@@ -164,39 +169,57 @@ class MetricsWriter:
             # A resend: skip series lookups and sorting (checked again inside the transaction).
             return WriteOutcome(bid, 0, batch.points.height, True, 0, 0, "none")
         self._check_chunk_interval()
-        table, in_batch, new = self.prepare(batch)
-        times = table.column("time")
-        import pyarrow.compute as pc
-
-        bounds = pc.min_max(times)
-        low, high = bounds["min"].as_py(), bounds["max"].as_py()
-        action = "insert metrics"
-        try:
-            with self.db.adbc() as conn:
-                with conn.cursor() as cur:
-                    if _already(cur, bid):
-                        conn.rollback()
-                        return WriteOutcome(bid, 0, batch.points.height, True, new, 0, "none")
-                    cur.execute(_ledger(bid, table.num_rows, in_batch, low, high, "copy"))
-                    try:
-                        cur.adbc_ingest("metric_points", table, mode="append",
-                                        db_schema_name="agts")
-                    except Exception as exc:
-                        if getattr(exc, "sqlstate", None) != "23505":
-                            raise
-                        conn.rollback()
-                        log.info("batch %s overlaps stored points; merging", bid)
-                        written = _merge(cur, bid, table, in_batch, low, high)
-                        conn.commit()
-                        return WriteOutcome(bid, written, in_batch + table.num_rows - written,
-                                            False, new, table.nbytes, "merge")
-                conn.commit()
-        except Exception as exc:
-            if getattr(exc, "sqlstate", None) == "23505" and "ingest_batches" in str(exc):
-                # A concurrent writer stored the same batch id first.
-                return WriteOutcome(bid, 0, batch.points.height, True, new, 0, "none")
-            raise translate(exc, action=action) from exc
-        return WriteOutcome(bid, table.num_rows, in_batch, False, new, table.nbytes, "copy")
+        times = batch.points.get_column("time")
+        low, high = times.min(), times.max()
+        height = batch.points.height
+        parts = [batch.slice(o, _PART) for o in range(0, height, _PART)] if (
+            height >= 2 * _PART) else [batch]
+        tables: list[pa.Table] = []
+        in_batch = new = 0
+        # Big batches: the next part is prepared (series ids, sort) while this one is copied.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="agts-prepare") as pool:
+            pending = pool.submit(self.prepare, parts[0])
+            try:
+                with self.db.adbc() as conn:
+                    with conn.cursor() as cur:
+                        if _already(cur, bid):
+                            conn.rollback()
+                            return WriteOutcome(bid, 0, height, True, 0, 0, "none")
+                        cur.execute(_ledger(bid, 0, 0, low, high, "copy"))
+                        try:
+                            for i in range(len(parts)):
+                                table, dropped, added = pending.result()
+                                if i + 1 < len(parts):
+                                    pending = pool.submit(self.prepare, parts[i + 1])
+                                tables.append(table)
+                                in_batch += dropped
+                                new += added
+                                cur.adbc_ingest("metric_points", table, mode="append",
+                                                db_schema_name="agts")
+                        except Exception as exc:
+                            if getattr(exc, "sqlstate", None) != "23505":
+                                raise
+                            conn.rollback()
+                            log.info("batch %s overlaps stored points; merging", bid)
+                            for part in parts[len(tables):]:
+                                table, dropped, added = self.prepare(part)
+                                tables.append(table)
+                                in_batch += dropped
+                                new += added
+                            whole = pa.concat_tables(tables)
+                            written = _merge(cur, bid, whole, in_batch, low, high)
+                            conn.commit()
+                            return WriteOutcome(bid, written, height - written, False, new,
+                                                whole.nbytes, "merge")
+                        rows = sum(t.num_rows for t in tables)
+                        cur.execute(_ledger_update(bid, rows, in_batch))
+                    conn.commit()
+            except Exception as exc:
+                if getattr(exc, "sqlstate", None) == "23505" and "ingest_batches" in str(exc):
+                    # A concurrent writer stored the same batch id first.
+                    return WriteOutcome(bid, 0, height, True, new, 0, "none")
+                raise translate(exc, action="insert metrics") from exc
+        return WriteOutcome(bid, rows, in_batch, False, new, sum(t.nbytes for t in tables), "copy")
 
     def _stored(self, bid: str) -> bool:
         """A cheap early look in the ledger; any doubt answers False (the transaction checks)."""
@@ -264,9 +287,11 @@ def _merge(cur: Any, bid: str, table: pa.Table, in_batch: int, low: Any, high: A
     )
     row = cur.fetchone()
     written = int(row[0]) if row else 0
-    cur.execute(
-        sql.SQL("UPDATE agts.ingest_batches SET rows = {}, duplicates = {} WHERE batch_id = {}")
-        .format(sql.Literal(written), sql.Literal(in_batch + table.num_rows - written),
-                sql.Literal(uuid.UUID(bid))).as_string(None)
-    )
+    cur.execute(_ledger_update(bid, written, in_batch + table.num_rows - written))
     return written
+
+
+def _ledger_update(bid: str, rows: int, duplicates: int) -> str:
+    return sql.SQL("UPDATE agts.ingest_batches SET rows = {}, duplicates = {} WHERE batch_id = {}"
+                   ).format(sql.Literal(rows), sql.Literal(duplicates),
+                            sql.Literal(uuid.UUID(bid))).as_string(None)
