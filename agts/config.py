@@ -136,9 +136,17 @@ class DatabaseConfig:
         password = self.resolved_password()
         if password is not None and "password" not in params:
             params["password"] = password
+        # TimescaleDB's functions live in the schema the extension was created in: "$user" when
+        # the migrating role's name has a schema (the role "agts" and the schema agts), else
+        # public. Every session puts both on its path, so reader and writer roles find
+        # time_bucket() wherever it is (tests/reliability/test_privileges.py).
+        options = [params["options"]] if params.get("options") else []
+        if "search_path" not in " ".join(options):
+            options.append("-c search_path=$user,public,agts")
         if self.statement_timeout_sec is not None:
             ms = int(self.statement_timeout_sec * 1000)
-            params["options"] = f"-c statement_timeout={ms}"
+            options.append(f"-c statement_timeout={ms}")
+        params["options"] = " ".join(options)
         return str(make_conninfo(**{k: v for k, v in params.items() if v is not None}))
 
     def describe(self) -> str:

@@ -1,0 +1,141 @@
+"""Least privilege through the agts API: a reader runs every query, a writer ingests metrics and
+stores orders and fills, and the reader can neither write nor drop. TLS options reach both drivers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import pwd
+import subprocess
+import uuid
+from pathlib import Path
+
+import adbc_driver_postgresql.dbapi as adbc_dbapi
+import polars as pl
+import psycopg
+import pytest
+
+import agts
+from tests.reliability._data import T0, seq_points
+from tests.reliability.conftest import Cluster, idle_in_transaction
+from tests.test_roles import logins  # noqa: F401 - the fixture: reader and writer login roles
+
+T1 = T0 + dt.timedelta(hours=1)
+ORDER = uuid.UUID("00000000-0000-4000-8000-0000000000aa")
+
+
+def test_writer_ingests_and_stores_execution_history_reader_queries_everything(
+    engine: agts.StorageEngine, logins: dict  # noqa: F811
+) -> None:
+    with agts.connect(logins["writer"]) as writer:
+        assert writer.insert_metrics_batch(seq_points(0, 500)).rows_written == 500
+        with writer.ingestor(batch_size=100, spool_dir=Path(f"/tmp/agts-priv-{uuid.uuid4().hex}")
+                             ) as ing:
+            ing.put(seq_points(500, 800))
+        assert ing.stats().points_written == 300 and ing.stats().spool_pending == 0
+        store = agts.ExecutionStore(writer)
+        assert store.store_order(agts.Order(ORDER, T0, "v", "BTC-USDT", "buy", "limit", 10.0, 2.0,
+                                            "new", "priv-1")) is True
+        assert store.store_fill(agts.Fill(uuid.uuid4(), T0, ORDER, "v", "BTC-USDT", "buy", 10.0,
+                                          1.0, 0.01, "USDT")) is True
+        store.update_order_status(ORDER, "partially_filled", T0 + dt.timedelta(seconds=1))
+
+    with agts.connect(logins["reader"]) as reader:
+        raw = reader.query_metrics("seq", T0, T1, {"producer": "p0"})
+        assert raw.height == 800 and raw.get_column("value").sum() == sum(range(800))
+        agg = reader.query_aggregated("seq", T0, T1, "1m", ["count", "avg"])
+        assert agg.get_column("count").sum() == 800
+        assert reader.query_metrics_multi(["seq"], T0, T1, shape="wide").height == 800
+        store = agts.ExecutionStore(reader)
+        orders = store.query_orders(T0, T1)
+        assert orders.get_column("status").to_list() == ["partially_filled"]
+        assert store.query_fills(T0, T1).height == 1
+        assert store.query_positions("BTC-USDT", T0, T1).height == 0
+        assert store.query_risk_decisions(T0, T1).height == 0
+        assert store.order_state(ORDER).filled_size == 1.0
+        assert len(store.order_history(ORDER).events) == 2
+
+        # ... and nothing else.
+        with pytest.raises(agts.StorageError, match="permission denied") as info:
+            reader.insert_metrics_batch(seq_points(800, 900))
+        assert info.value.transient is False
+        with pytest.raises(agts.StorageError, match="store orders failed: (UNAUTHORIZED|.*permission)"):
+            store.store_order(agts.Order(uuid.uuid4(), T0, "v", "m", "buy", "market", None, 1.0,
+                                         "new", "priv-2"))
+        for statement in ("DROP TABLE agts.metric_points", "TRUNCATE agts.orders",
+                          "DELETE FROM agts.fills", "ALTER TABLE agts.series ADD COLUMN x int"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege), reader.db.connection() as conn:
+                conn.execute(statement)
+    with engine.db.connection() as conn:
+        assert conn.execute("SELECT count(*) FROM agts.metric_points").fetchone() == (800,)
+        assert conn.execute("SELECT count(*) FROM agts.orders").fetchone() == (1,)
+    assert idle_in_transaction(engine.config) == []
+
+
+def test_writer_cannot_drop_or_truncate_through_any_path(logins: dict) -> None:  # noqa: F811
+    with agts.connect(logins["writer"]) as writer:
+        for statement in ("DROP TABLE agts.metric_points", "TRUNCATE agts.metric_points",
+                          "SELECT drop_chunks('agts.metric_points', now())"):
+            with pytest.raises(psycopg.Error), writer.db.connection() as conn:
+                conn.execute(statement)
+
+
+# -- TLS -------------------------------------------------------------------------------------------
+
+
+def test_sslmode_require_against_a_server_without_tls_is_a_clear_connect_error(
+    config: agts.StorageConfig,
+) -> None:
+    cfg = config.with_overrides(database={"sslmode": "require"})
+    conninfo = cfg.database.conninfo()
+    assert "sslmode=require" in conninfo
+    with pytest.raises(agts.ConnectError, match="server does not support SSL") as info:
+        agts.connect(cfg)
+    assert f"{config.database.host}:{config.database.port}" in str(info.value)
+    # The same conninfo is what the ADBC pool opens: libpq refuses it there too.
+    with pytest.raises(Exception, match="SSL"):
+        adbc_dbapi.connect(conninfo).close()
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    cert, key = directory / "server.crt", directory / "server.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    key.chmod(0o600)
+    if os.geteuid() == 0:
+        entry = pwd.getpwnam(os.environ.get("AGTS_LOCAL_OS_USER", "postgres"))
+        for path in (cert, key):
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+    return cert, key
+
+
+@pytest.mark.slow
+def test_tls_verify_full_reaches_both_drivers(cluster: Cluster, tmp_path: Path) -> None:
+    cert, key = _self_signed(cluster.directory / "data")
+    cluster.append_conf(f"\nssl = on\nssl_cert_file = '{cert}'\nssl_key_file = '{key}'\n")
+    cluster.stop()
+    cluster.start()
+    ca = tmp_path / "ca.crt"
+    ca.write_bytes(cert.read_bytes())
+    cfg = cluster.config(sslmode="verify-full", sslrootcert=str(ca))
+    with agts.connect(cfg) as engine:
+        with engine.db.connection() as conn:
+            assert conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+                                ).fetchone() == (True,)
+        with engine.db.adbc() as conn, conn.cursor() as cur:
+            cur.execute("SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            ssl, version = cur.fetchone()
+        assert ssl is True and version.startswith("TLS")
+        engine.insert_metrics_batch(seq_points(0, 100, producer="tls"))  # COPY over TLS
+        frame = engine.query_metrics("seq", T0, T1, {"producer": "tls"})
+        assert frame.height == 100 and frame.schema["value"] == pl.Float64
+
+    other = tmp_path / "other"
+    other.mkdir()
+    wrong_ca, _ = _self_signed(other)
+    with pytest.raises(agts.ConnectError, match="certificate verify failed"):
+        agts.connect(cluster.config(sslmode="verify-full", sslrootcert=str(wrong_ca)))
+    with pytest.raises(agts.ConnectError, match="sslrootcert|root certificate file"):
+        agts.connect(cluster.config(sslmode="verify-full", sslrootcert=str(tmp_path / "missing")))
