@@ -11,13 +11,18 @@ from agts._engine import StorageEngine, connect
 from agts.config import StorageConfig
 
 
+def config_from_args(args: argparse.Namespace) -> StorageConfig:
+    """The settings from ``--dsn`` / ``--config`` / the environment / the local default."""
+    if getattr(args, "dsn", None):
+        return StorageConfig.from_dsn(args.dsn)
+    if getattr(args, "config", None):
+        return StorageConfig.load(args.config)
+    return StorageConfig.load()
+
+
 def engine_from_args(args: argparse.Namespace) -> StorageEngine:
     """Connect using ``--dsn`` / ``--config`` / the environment / the local default."""
-    if getattr(args, "dsn", None):
-        return connect(StorageConfig.from_dsn(args.dsn))
-    if getattr(args, "config", None):
-        return connect(StorageConfig.load(args.config))
-    return connect()
+    return connect(config_from_args(args))
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
