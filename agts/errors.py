@@ -132,7 +132,9 @@ _PASSWORD_PATTERNS = [
     # key=value conninfo: password=secret or password='se cret'
     (re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE), r"\1***"),
     # URI userinfo: postgresql://user:secret@host
-    (re.compile(r"([a-z][a-z0-9+.-]*://[^:/@\s]*:)([^@\s]*)(@)", re.IGNORECASE), r"\1***\3"),
+    # (the scheme is bounded: an unbounded one made this quadratic on long messages, e.g. an
+    # error quoting a 100 kB label value took minutes)
+    (re.compile(r"([a-z][a-z0-9+.-]{0,31}://[^:/@\s]*:)([^@\s]*)(@)", re.IGNORECASE), r"\1***\3"),
 ]
 
 
