@@ -136,10 +136,10 @@ class DatabaseConfig:
         password = self.resolved_password()
         if password is not None and "password" not in params:
             params["password"] = password
-        # TimescaleDB's functions live in the schema the extension was created in: "$user" when
-        # the migrating role's name has a schema (the role "agts" and the schema agts), else
-        # public. Every session puts both on its path, so reader and writer roles find
-        # time_bucket() wherever it is (tests/reliability/test_privileges.py).
+        # Migration 0001 creates TimescaleDB in public; a database that had the extension before
+        # may have it elsewhere (in "$user", for a role named like a schema). Every session puts
+        # both on its path, so reader and writer roles find time_bucket() wherever it is
+        # (tests/reliability/test_privileges.py).
         options = [params["options"]] if params.get("options") else []
         if "search_path" not in " ".join(options):
             options.append("-c search_path=$user,public,agts")
