@@ -12,10 +12,12 @@ import pytest
 import agts
 
 
-def run_cli(*args: str, config: agts.StorageConfig | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, config: agts.StorageConfig | None = None,
+            env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGTS_")}
     if config is not None:
         env["AGTS_DSN"] = config.database.conninfo()
+    env.update(env_extra or {})
     return subprocess.run([sys.executable, "-m", "agts.cli", *args], capture_output=True, text=True,
                           env=env, timeout=120)
 

@@ -29,6 +29,8 @@ _COMMANDS = [
     "agts.cli._roles",
     "agts.cli._archive",
     "agts.cli._retention",
+    "agts.cli._ingest",
+    "agts.cli._query",
 ]
 
 
@@ -39,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agts",
         description="Trading-bot time series in TimescaleDB, returned as Polars DataFrames.",
-        epilog="Examples:\n  agts local start\n  agts migrate up\n  agts status --json\n\n"
+        epilog="Examples:\n  agts local start\n  agts migrate up\n  agts demo\n  agts status --json\n"
+               "  agts ingest metrics.parquet --into metrics\n"
+               "  agts query latency_ms --start 2026-01-02 --end 2026-01-03 --bucket 1h --agg p99\n\n"
                "Exit codes: 0 ok, 1 storage error, 2 usage error, 3 database unreachable.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -51,7 +55,33 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in _COMMANDS:
         importlib.import_module(name).register(sub)
+    _add_connection_flags(parser, top=True)
     return parser
+
+
+def _add_connection_flags(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """Accept ``--config``/``--dsn`` after the subcommand too (``agts status --dsn ...``).
+
+    Added to every leaf parser with a suppressed default, so a flag given before the subcommand
+    is kept when the leaf does not repeat it.
+    """
+    children = [action for action in parser._actions
+                if isinstance(action, argparse._SubParsersAction)]
+    for action in children:
+        for child in dict.fromkeys(action.choices.values()):
+            if child.epilog is None:  # subcommands of a command show the command's examples
+                child.epilog, child.formatter_class = parser.epilog, parser.formatter_class
+            _add_connection_flags(child)
+    if top or children:
+        return
+    known = {option for action in parser._actions for option in action.option_strings}
+    group = parser.add_argument_group("connection (also accepted before the command)")
+    if "--config" not in known:
+        group.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                           help="YAML config file (default: $AGTS_CONFIG or ./agts.yaml)")
+    if "--dsn" not in known:
+        group.add_argument("--dsn", default=argparse.SUPPRESS,
+                           help="connection string (prefer $AGTS_DSN: command lines are visible)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,124 @@
+"""Every ``agts`` command as a user meets it: help with examples, the same flags, exit codes, and
+the archive / storage / retention commands end to end in subprocesses on a real database."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+import agts
+from agts.cli import build_parser
+from tests.test_cli import run_cli
+
+LEAVES = [
+    ["local"], ["migrate"], ["status"], ["demo"], ["roles"], ["archive", "export"],
+    ["archive", "restore"], ["archive", "list"], ["retention", "run"], ["storage"], ["ingest"],
+    ["query"],
+]
+DAY = datetime(2025, 6, 1, tzinfo=UTC)
+
+
+def test_the_list_covers_every_command() -> None:
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    assert set(commands) == {leaf[0] for leaf in LEAVES}
+
+
+@pytest.mark.parametrize("command", LEAVES, ids=" ".join)
+def test_help_has_examples_and_the_common_flags(command: list[str]) -> None:
+    result = run_cli(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    assert "Examples:" in text
+    for flag in ("--json", "--config FILE", "--dsn DSN"):
+        assert flag in text, flag
+
+
+def _points(config: agts.StorageConfig) -> int:
+    frame = pl.DataFrame({
+        "timestamp": [DAY + timedelta(minutes=10 * i) for i in range(288)],  # two days
+        "metric_name": "queue_depth", "value": [float(i) for i in range(288)],
+        "labels": '{"venue": "binance"}'})
+    with agts.connect(config) as engine:
+        return engine.insert_metrics_batch(frame).rows_written
+
+
+def test_archive_export_list_restore(config: agts.StorageConfig, tmp_path: Path) -> None:
+    assert _points(config) == 288
+    export = run_cli("archive", "export", "metrics", "--start", "2025-06-01", "--end",
+                     "2025-06-02", "--drop", "--root", str(tmp_path), "--json", config=config)
+    assert export.returncode == 0, export.stderr
+    report = json.loads(export.stdout)
+    assert (report["rows_exported"], report["units_dropped"], report["rows_dropped"]) == (144, 1, 144)
+    files = list(tmp_path.glob("table=metrics/date=2025-06-01/*.parquet"))
+    assert len(files) == 1 and pl.read_parquet(files[0]).height == 144
+
+    listing = run_cli("archive", "list", "--table", "metrics", "--json", config=config)
+    assert listing.returncode == 0, listing.stderr
+    [entry] = json.loads(listing.stdout)
+    assert (entry["state"], entry["rows"], entry["root"]) == ("dropped", 144, str(tmp_path))
+    text = run_cli("archive", "list", config=config)
+    assert "dropped" in text.stdout and "1 file(s)" in text.stdout
+
+    env = {"AGTS_ARCHIVE__ROOT": str(tmp_path)}
+    restore = run_cli("archive", "restore", "metrics", "2025-06-01", "2025-06-02", config=config,
+                      env_extra=env)
+    assert restore.returncode == 0, restore.stderr
+    assert restore.stdout.strip() == "metrics: restored 144 rows"
+    with agts.connect(config) as engine:
+        assert engine.query_aggregated("queue_depth", DAY, DAY + timedelta(days=2), "1d",
+                                       "count")["count"].to_list() == [144, 144]
+
+
+def test_archive_export_text_and_failures(config: agts.StorageConfig, tmp_path: Path) -> None:
+    _points(config)
+    ok = run_cli("archive", "export", "metrics", "--end", "2025-06-02", "--root", str(tmp_path),
+                 config=config)
+    assert ok.returncode == 0, ok.stderr
+    assert "metrics: exported 1 chunk range(s), 144 rows in 1 file(s)" in ok.stdout
+    no_root = run_cli("archive", "export", "metrics", config=config)
+    assert no_root.returncode == 1 and "archive" in no_root.stderr and "root" in no_root.stderr
+    unknown = run_cli("archive", "export", "nonsense", "--root", str(tmp_path), config=config)
+    assert unknown.returncode == 1 and "'nonsense'" in unknown.stderr
+
+
+def test_storage_and_retention_text(config: agts.StorageConfig, tmp_path: Path) -> None:
+    _points(config)
+    storage = run_cli("storage", config=config)
+    assert storage.returncode == 0, storage.stderr
+    assert "metric_points" in storage.stdout or "metrics" in storage.stdout
+    chunks = run_cli("storage", "--by", "chunk", "--json", config=config)
+    assert chunks.returncode == 0, chunks.stderr
+    assert isinstance(json.loads(chunks.stdout), list)
+    dry = run_cli("retention", "run", "--dry-run", config=config,
+                  env_extra={"AGTS_ARCHIVE__ROOT": str(tmp_path)})
+    assert dry.returncode == 0, dry.stderr
+    assert "(dry run)" in dry.stdout
+    assert not list(tmp_path.rglob("*.parquet"))  # a dry run writes nothing
+    bad = run_cli("retention", "run", "--every", "soon", config=config)
+    assert bad.returncode == 2 and "interval must be a positive number" in bad.stderr
+
+
+@pytest.mark.parametrize("command", [["status"], ["migrate", "status"],
+                                     ["query", "x"]], ids=" ".join)
+def test_connection_flags_work_before_and_after_the_command(
+    config: agts.StorageConfig, tmp_path: Path, command: list[str],
+) -> None:
+    settings = tmp_path / "agts.yaml"
+    settings.write_text(json.dumps({"database": {"dsn": config.database.conninfo()}}))
+    before = run_cli("--config", str(settings), *command, "--json")
+    after = run_cli(*command, "--json", "--config", str(settings))
+    assert before.returncode == after.returncode == 0, before.stderr + after.stderr
+    assert json.loads(before.stdout) is not None and json.loads(after.stdout) is not None
+    # a flag after the command wins over one before it
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(json.dumps({"database": {"port": 1, "connection_timeout_sec": 1}}))
+    both = run_cli("--config", str(broken), *command, "--json", "--config", str(settings))
+    assert both.returncode == 0, both.stderr
+    unreachable = run_cli("--config", str(settings), *command, "--config", str(broken))
+    assert unreachable.returncode == 3
+    assert "127.0.0.1:1" in unreachable.stderr
