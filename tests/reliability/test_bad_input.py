@@ -18,7 +18,7 @@ from typing import Any
 
 import polars as pl
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import agts
@@ -364,6 +364,9 @@ def test_any_order_is_stored_as_given_or_refused_whole(
     shared: agts.StorageEngine, ts: dt.datetime, venue: str, market: str, client: str, side: str,
     price: float | None, size: float,
 ) -> None:
+    # The read-back below asks for [ts, ts + 1 µs): that end does not exist for the last
+    # representable microsecond, so leave that one instant to the table-driven cases.
+    assume((ts.replace(tzinfo=None) if ts.tzinfo else ts) < dt.datetime(9999, 12, 31, 23))
     store = agts.ExecutionStore(shared)
     order = _order(timestamp=ts, venue=venue, market=market, client_order_id=client, side=side,
                    price=price, order_type="limit" if price is not None else "market", size=size)
