@@ -1,0 +1,78 @@
+"""The notebooks run top to bottom on a fresh database, produce their plots and sane figures."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+import agts
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def _execute(name: str, config: agts.StorageConfig, tmp_path: Path,
+             monkeypatch: pytest.MonkeyPatch) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Run the notebook in a python3 kernel (the venv's) whose environment names the database;
+    return the code cells' outputs and the JSON summary its last cell prints."""
+    for key in [k for k in os.environ if k.startswith("AGTS_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("AGTS_DSN", config.database.conninfo())
+    monkeypatch.setenv("AGTS_ARCHIVE__ROOT", str(tmp_path / "archive"))
+    notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+    client = NotebookClient(notebook, kernel_name="python3", timeout=240,
+                            resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    errors = [o for o in outputs if o.output_type == "error"]
+    assert not errors, errors
+    last = notebook.cells[-1].outputs
+    text = "".join(o.get("text", "") for o in last if o.output_type == "stream")
+    return outputs, json.loads(text.strip().splitlines()[-1])
+
+
+def _images(outputs: list[dict[str, Any]]) -> int:
+    return sum(1 for o in outputs if "image/png" in o.get("data", {}))
+
+
+@pytest.mark.parametrize("name", ["risk_backtesting.ipynb", "storage_tour.ipynb"])
+def test_notebooks_are_stored_without_outputs(name: str) -> None:
+    notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+    nbformat.validate(notebook)
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    assert code and all(not c.outputs and c.execution_count is None for c in code)
+    assert "What it needs" in notebook.cells[0].source
+
+
+def test_risk_backtesting(config: agts.StorageConfig, tmp_path: Path,
+                          monkeypatch: pytest.MonkeyPatch) -> None:
+    outputs, s = _execute("risk_backtesting.ipynb", config, tmp_path, monkeypatch)
+    assert _images(outputs) == 3  # PnL curve + drawdown, exposure, PnL-change histogram
+    assert s["fills"] > 2_000 and s["markets"] == 3
+    assert s["snapshot_differences"] == 0
+    assert s["max_drawdown"] < 0
+    assert 0 < s["var_99"] <= s["es_99"] < 10_000
+    assert 0 < s["what_if_denied"] < 1_500 and s["stored_denied"] > 0
+    assert s["what_if_net_pnl"] != s["final_net_pnl"]
+    with agts.connect(config) as engine:  # everything it read came from the database
+        store = agts.ExecutionStore(engine)
+        day = (datetime(2026, 2, 3, tzinfo=UTC), datetime(2026, 2, 4, tzinfo=UTC))
+        assert store.query_fills(*day).height == s["fills"]
+
+
+def test_storage_tour(config: agts.StorageConfig, tmp_path: Path,
+                      monkeypatch: pytest.MonkeyPatch) -> None:
+    outputs, s = _execute("storage_tour.ipynb", config, tmp_path, monkeypatch)
+    assert _images(outputs) == 2  # hourly p99 latency, hot ∪ cold
+    assert s["points_written"] == s["points_generated"] > 100_000
+    assert s["archived_files"] == 1 and 0 < s["archived_rows"] < s["points_generated"]
+    assert s["duckdb_points"] == s["archived_rows"] == s["restored"]
+    assert s["hot_latency_points"] > 0 and s["cold_latency_points"] > 0
+    assert s["hot_latency_points"] + s["cold_latency_points"] == s["latency_points"]
+    assert list((tmp_path / "archive").glob("table=metrics/date=2026-02-10/*.parquet"))
