@@ -200,6 +200,7 @@ class StorageEngine:
         self, metric_name: str, start: Any, end: Any, labels: Mapping[str, str] | None = None, *,
         labels_in: Mapping[str, Sequence[str]] | None = None, limit: int | None = None,
         after: str | None = None, iter_batches: Literal[False] = False, batch_size: int = 100_000,
+        tiers: Literal["hot", "cold", "all"] = "hot",
     ) -> pl.DataFrame: ...
 
     @overload
@@ -207,12 +208,14 @@ class StorageEngine:
         self, metric_name: str, start: Any, end: Any, labels: Mapping[str, str] | None = None, *,
         labels_in: Mapping[str, Sequence[str]] | None = None, limit: int | None = None,
         after: str | None = None, iter_batches: Literal[True], batch_size: int = 100_000,
+        tiers: Literal["hot", "cold", "all"] = "hot",
     ) -> Iterator[pl.DataFrame]: ...
 
     def query_metrics(
         self, metric_name: str, start: Any, end: Any, labels: Mapping[str, str] | None = None, *,
         labels_in: Mapping[str, Sequence[str]] | None = None, limit: int | None = None,
         after: str | None = None, iter_batches: bool = False, batch_size: int = 100_000,
+        tiers: Literal["hot", "cold", "all"] = "hot",
     ) -> pl.DataFrame | Iterator[pl.DataFrame]:
         """The points of one metric in ``[start, end)``, oldest first.
 
@@ -234,6 +237,11 @@ class StorageEngine:
         iter_batches
             Return an iterator of frames of at most ``batch_size`` rows instead (bounded memory;
             keyset pages under the hood).
+        tiers
+            ``"hot"`` (default): TimescaleDB only. ``"cold"``: only the rows archived and dropped
+            from TimescaleDB (:meth:`query_cold`). ``"all"``: both, every row once, in one frame
+            of the same columns, dtypes and order. ``limit``/``after`` work with every value;
+            ``iter_batches=True`` needs ``"hot"``.
 
         Returns
         -------
@@ -249,6 +257,12 @@ class StorageEngine:
         ResultTooLargeError
             More than ``query.max_results`` rows and no ``limit``: page or stream instead.
         """
+        if tiers != "hot":
+            from agts.archive._tiers import query_metrics
+
+            return query_metrics(self, metric_name, start, end, labels, labels_in=labels_in,
+                                 limit=limit, after=after, iter_batches=iter_batches,
+                                 batch_size=batch_size, tiers=tiers)
         return self._queries().raw(metric_name, start, end, labels, labels_in=labels_in,
                                    limit=limit, after=after, iter_batches=iter_batches,
                                    batch_size=batch_size)
@@ -258,6 +272,7 @@ class StorageEngine:
         aggregation: str | Sequence[str], labels: Mapping[str, str] | None = None, *,
         labels_in: Mapping[str, Sequence[str]] | None = None,
         group_by: Sequence[str] | None = None, fill: Literal["null", "forward"] | None = None,
+        tiers: Literal["hot", "cold", "all"] = "hot",
     ) -> pl.DataFrame:
         """One row per time bucket (and label group) with one column per aggregation.
 
@@ -277,6 +292,10 @@ class StorageEngine:
         fill
             ``"null"``: add empty buckets with null aggregates (``count`` 0); ``"forward"``: carry
             the previous bucket's values into empty buckets.
+        tiers
+            As in :meth:`query_metrics`. With ``"all"``, the buckets the cold tier touches are
+            aggregated in Polars from the raw rows of both tiers (same definitions, percentiles
+            included); the other buckets go through the hot query.
 
         Returns
         -------
@@ -291,6 +310,12 @@ class StorageEngine:
         rollup; what it does not hold yet comes from raw points, so results equal the raw
         computation up to floating-point rounding.
         """
+        if tiers != "hot":
+            from agts.archive._tiers import query_aggregated
+
+            return query_aggregated(self, metric_name, start, end, bucket, aggregation, labels,
+                                    labels_in=labels_in, group_by=group_by, fill=fill,
+                                    tiers=tiers)
         return self._queries().aggregated(metric_name, start, end, bucket, aggregation, labels,
                                           labels_in=labels_in, group_by=group_by, fill=fill)
 

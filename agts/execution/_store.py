@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 
+from agts.archive import _tiers_execution as _tiers
 from agts.errors import QueryError, ValidationError
 from agts.execution import _queries as q
 from agts.execution._frames import to_arrow, utc
@@ -24,12 +25,20 @@ from agts.execution._models import (
 from agts.execution._schema import SPECS
 from agts.execution._write import write
 
+Tiers = Literal["hot", "cold", "all"]
+
 if TYPE_CHECKING:
     from agts._engine import StorageEngine
 
 __all__ = ["ExecutionStore"]
 
 log = logging.getLogger(__name__)
+
+
+def _check_tiers(tiers: Any) -> None:
+    from agts.archive._tiers import check_tiers
+
+    check_tiers(tiers)
 
 
 def _uuid_text(value: uuid.UUID | str, *, name: str) -> str:
@@ -142,7 +151,7 @@ class ExecutionStore:
     # -- queries -----------------------------------------------------------------------------
 
     def query_orders(self, start: datetime, end: datetime,
-                     filters: OrderFilters | None = None) -> pl.DataFrame:
+                     filters: OrderFilters | None = None, *, tiers: Tiers = "hot") -> pl.DataFrame:
         """Orders placed in ``[start, end)``, with their current state, oldest first.
 
         Returns
@@ -151,11 +160,19 @@ class ExecutionStore:
             ``id, timestamp, venue, market, side, order_type, price, size, status,
             client_order_id, status_time, filled_size, avg_fill_price, fill_count``; ``status``
             is the current status (latest event).
+
+        ``tiers`` (every ``query_*`` takes it): ``"hot"`` (default) reads TimescaleDB,
+        ``"cold"`` the rows archived and dropped from it, ``"all"`` both, every row once, with
+        the same columns, dtypes, filters and order. An order's state counts its events and
+        fills in both tiers.
         """
+        _check_tiers(tiers)
         if filters is not None and not isinstance(filters, OrderFilters):
             raise ValidationError(
                 f"filters must be an agts.OrderFilters, got {type(filters).__name__} {filters!r}")
         f = filters or OrderFilters()
+        if tiers != "hot":
+            return _tiers.query_orders(self, start, end, f, tiers=tiers)
         select = q.window(q.Select(q.ORDER_COLUMNS, "agts.order_state"), start, end)
         for column in ("venue", "market", "side", "status", "client_order_id", "order_type"):
             select.any_of(column, getattr(f, column))
@@ -163,38 +180,66 @@ class ExecutionStore:
 
     def query_fills(self, start: datetime, end: datetime, *,
                     market: str | list[str] | None = None, venue: str | list[str] | None = None,
-                    order_id: uuid.UUID | str | None = None) -> pl.DataFrame:
+                    order_id: uuid.UUID | str | None = None,
+                    tiers: Tiers = "hot") -> pl.DataFrame:
         """Fills in ``[start, end)``, oldest first (the columns of :class:`Fill`)."""
+        _check_tiers(tiers)
         select = q.window(q.Select(q.FILL_COLUMNS, "agts.fills"), start, end)
         select.any_of("market", market).any_of("venue", venue)
-        if order_id is not None:
-            select.add("order_id = {}::uuid", _uuid_text(order_id, name="order_id"))
+        oid = None if order_id is None else _uuid_text(order_id, name="order_id")
+        if oid is not None:
+            select.add("order_id = {}::uuid", oid)
+        if tiers != "hot":
+            return _tiers.query_table(
+                self, "fills", select, start=start, end=end, tiers=tiers, action="query fills",
+                filters={"market": market, "venue": venue, "order_id": oid},
+                order_by=("timestamp", "id"))
         return q.fetch(self._db, select, order_by="timestamp, id", action="query fills")
 
-    def query_positions(self, market: str, start: datetime, end: datetime) -> pl.DataFrame:
+    def query_positions(self, market: str, start: datetime, end: datetime, *,
+                        tiers: Tiers = "hot") -> pl.DataFrame:
         """Position snapshots of ``market`` in ``[start, end)``, oldest first."""
+        _check_tiers(tiers)
         select = q.window(q.Select(q.POSITION_COLUMNS, "agts.position_snapshots"), start, end)
         select.any_of("market", market)
+        if tiers != "hot":
+            return _tiers.query_table(
+                self, "position_snapshots", select, start=start, end=end, tiers=tiers,
+                filters={"market": market}, order_by=("timestamp",), action="query positions")
         return q.fetch(self._db, select, order_by="timestamp", action="query positions")
 
     def query_risk_decisions(self, start: datetime, end: datetime, *,
                              policy: str | list[str] | None = None,
                              decision: str | list[str] | None = None,
-                             market: str | list[str] | None = None) -> pl.DataFrame:
+                             market: str | list[str] | None = None,
+                             tiers: Tiers = "hot") -> pl.DataFrame:
         """Risk decisions in ``[start, end)``, oldest first; ``details`` is JSON text."""
+        _check_tiers(tiers)
         select = q.window(q.Select(q.RISK_COLUMNS, "agts.risk_decisions"), start, end)
         select.any_of("policy", policy).any_of("decision", decision).any_of("market", market)
+        if tiers != "hot":
+            return _tiers.query_table(
+                self, "risk_decisions", select, start=start, end=end, tiers=tiers,
+                filters={"policy": policy, "decision": decision, "market": market},
+                order_by=("timestamp", "id"), action="query risk decisions")
         return q.fetch(self._db, select, order_by="timestamp, id",
                        action="query risk decisions")
 
     def query_quotes(self, market: str | list[str], start: datetime, end: datetime, *,
-                     venue: str | list[str] | None = None) -> pl.DataFrame:
+                     venue: str | list[str] | None = None,
+                     tiers: Tiers = "hot") -> pl.DataFrame:
         """Quotes of ``market`` in ``[start, end)``: ``timestamp, venue, market, bid, ask, mid``.
 
         Use it as the ``marks`` of :func:`agts.positions.from_fills` (``mark_column="mid"``).
         """
+        _check_tiers(tiers)
         select = q.window(q.Select(q.QUOTE_COLUMNS, "agts.market_quotes"), start, end)
         select.any_of("market", market).any_of("venue", venue)
+        if tiers != "hot":
+            return _tiers.query_table(
+                self, "market_quotes", select, start=start, end=end, tiers=tiers,
+                filters={"market": market, "venue": venue},
+                order_by=("timestamp", "market", "venue"), action="query quotes")
         return q.fetch(self._db, select, order_by="timestamp, market, venue",
                        action="query quotes")
 
