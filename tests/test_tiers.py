@@ -44,7 +44,6 @@ def _points(days: int = 3, per_day: int = 480) -> pl.DataFrame:
 def _archive(engine: agts.StorageEngine, table: str, start: datetime, end: datetime) -> None:
     report = engine.archive(table, start, end, drop=True)
     assert report.units_dropped >= 1
-    engine.clear_query_cache()  # cached hot results predate the drop
 
 
 # -- metrics ---------------------------------------------------------------------------------
@@ -91,7 +90,6 @@ def test_restore_then_all_has_no_duplicates(arch: agts.StorageEngine) -> None:
     before = arch.query_metrics("latency", *SPAN)
     _archive(arch, "metrics", DAY0, DAY0 + timedelta(days=2))
     assert arch.restore("metrics", DAY0 + timedelta(days=1), DAY0 + timedelta(days=2)) > 0
-    arch.clear_query_cache()
 
     assert_frame_equal(arch.query_metrics("latency", *SPAN, tiers="all"), before,
                        check_exact=True)
@@ -278,3 +276,19 @@ def test_all_without_archive_equals_hot(engine: agts.StorageEngine) -> None:
     assert_frame_equal(engine.query_aggregated("pnl", *window, "1h", AGGS, tiers="all"),
                        engine.query_aggregated("pnl", *window, "1h", AGGS), check_exact=True)
     assert engine.query_metrics("pnl", *window, tiers="cold").is_empty()
+
+
+def test_cached_hot_results_do_not_outlive_an_archive_drop_or_a_restore(arch: agts.StorageEngine) -> None:
+    """The cache serves closed ranges; dropping or restoring their rows must void the entries."""
+    arch.insert_metrics_batch(_points())
+    first = arch.query_metrics("latency", *SPAN)
+    assert arch.query_metrics("latency", *SPAN).equals(first)  # served from the cache
+    stats = arch.query_stats()
+    assert stats.filter(pl.col("kind") == "raw")["cache_hits"].sum() >= 1
+
+    _archive(arch, "metrics", DAY0, DAY0 + timedelta(days=2))
+    hot = arch.query_metrics("latency", *SPAN)
+    assert hot.get_column("timestamp").min() >= DAY0 + timedelta(days=2)  # type: ignore[operator]
+
+    arch.restore("metrics", DAY0, DAY0 + timedelta(days=2))
+    assert_frame_equal(arch.query_metrics("latency", *SPAN), first, check_exact=True)

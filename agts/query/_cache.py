@@ -3,7 +3,8 @@
 The cache keeps results of identical queries over *closed* ranges only: ``end`` at least
 :data:`CLOSED_AFTER` in the past when the query ran. Points can still arrive late for a closed
 range, so a hit is served only if the ingest ledger (``agts.ingest_batches``) shows no batch
-touching the range that was not already there when the entry was computed: the batches touching
+touching the range that was not already there when the entry was computed (nor a cold-tier unit
+over the range archived, dropped or restored since): the batches touching
 the range whose transaction began from :data:`LEDGER_SLACK` before the query on are counted
 before the query runs and again on every hit; a different count is a miss. (A batch that began
 earlier than that and committed after the query is the case this cannot see.) Entries expire after
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
+import psycopg
 
 from agts.db._database import Database
 from agts.errors import translate
@@ -30,10 +32,22 @@ __all__ = ["CLOSED_AFTER", "LEDGER_SLACK", "QueryCache", "QueryStats"]
 CLOSED_AFTER = timedelta(seconds=60)
 LEDGER_SLACK = timedelta(minutes=1)
 
-_TOUCHING = """
-SELECT count(*) FROM agts.ingest_batches
-WHERE ingested_at >= %s AND min_time < %s AND max_time >= %s
+_TOUCHING_LEDGER = """
+SELECT (SELECT count(*) FROM agts.ingest_batches
+        WHERE ingested_at >= %(since)s AND min_time < %(end)s AND max_time >= %(start)s),
+       NULL::timestamptz
 """
+# Archiving drops rows from the hot tier and restoring brings them back: the latest state change of
+# a cold-tier unit over the range is part of the marker, so a drop or restore voids the entry.
+_TOUCHING = """
+SELECT (SELECT count(*) FROM agts.ingest_batches
+        WHERE ingested_at >= %(since)s AND min_time < %(end)s AND max_time >= %(start)s),
+       (SELECT max(updated_at) FROM agts.archive_units
+        WHERE range_start < %(end)s AND range_end > %(start)s)
+"""
+
+#: What :meth:`QueryCache.mark` records: ledger batches touching the range, last cold-tier change.
+Marker = tuple[int, datetime | None]
 
 
 @dataclass
@@ -43,7 +57,7 @@ class _Entry:
     stored_at: datetime
     start: datetime
     end: datetime
-    batches: int
+    batches: Marker
 
 
 class QueryCache:
@@ -78,13 +92,13 @@ class QueryCache:
             return None
         return entry.frame
 
-    def mark(self, start: datetime, end: datetime) -> tuple[datetime, int]:
+    def mark(self, start: datetime, end: datetime) -> tuple[datetime, Marker]:
         """Call before computing a result to cache: the ledger's state for ``[start, end)``."""
         stored_at = datetime.now(UTC)
         return stored_at, self._touching(stored_at, start, end)
 
     def put(self, key: Hashable, frame: pl.DataFrame, start: datetime, end: datetime,
-            marker: tuple[datetime, int]) -> None:
+            marker: tuple[datetime, Marker]) -> None:
         with self._lock:
             self._entries[key] = _Entry(frame, time.monotonic(), marker[0], start, end, marker[1])
             self._entries.move_to_end(key)
@@ -98,14 +112,19 @@ class QueryCache:
     def _changed(self, entry: _Entry) -> bool:
         return self._touching(entry.stored_at, entry.start, entry.end) != entry.batches
 
-    def _touching(self, stored_at: datetime, start: datetime, end: datetime) -> int:
+    def _touching(self, stored_at: datetime, start: datetime, end: datetime) -> Marker:
         try:
+            params = {"since": stored_at - LEDGER_SLACK, "end": end, "start": start}
             with self._db.connection() as conn, conn.cursor() as cur:
-                cur.execute(_TOUCHING, (stored_at - LEDGER_SLACK, end, start))
+                try:
+                    with conn.transaction():
+                        cur.execute(_TOUCHING, params)
+                except psycopg.errors.UndefinedTable:  # schema older than the cold tier (0005)
+                    cur.execute(_TOUCHING_LEDGER, params)
                 row = cur.fetchone()
         except Exception as exc:
             raise translate(exc, action="check the query cache") from exc
-        return int(row[0]) if row else 0
+        return (int(row[0]), row[1]) if row else (0, None)
 
 
 @dataclass
