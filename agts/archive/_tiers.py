@@ -29,19 +29,16 @@ from agts.query import _aggregate as agg
 from agts.query._args import (
     AggSpec,
     Fill,
-    check_choice,
     check_labels,
     check_labels_in,
     check_metric_name,
     check_positive_int,
     check_range,
-    parse_aggregations,
-    parse_bucket,
     parse_cursor,
 )
 from agts.query._raw import empty_raw, fetch_page, with_series
 from agts.query._series import resolve_series
-from agts.query._service import MetricsQueries
+from agts.query._service import check_aggregated
 
 if TYPE_CHECKING:
     from agts._engine import StorageEngine
@@ -215,20 +212,12 @@ def query_aggregated(
     if tiers == "hot":
         return hot.aggregated(metric_name, start, end, bucket, aggregation, labels,
                               labels_in=labels_in, group_by=group_by, fill=fill)
-    name = check_metric_name(metric_name)
-    start_utc, end_utc = check_range(start, end)
-    width = parse_bucket(bucket)
-    specs = parse_aggregations(aggregation)
-    label_map, in_map = check_labels(labels), check_labels_in(labels_in)
-    keys = MetricsQueries._check_group_by(group_by, specs)
-    check_choice(fill, Fill, name="fill", optional=True)
+    a = check_aggregated(metric_name, start, end, bucket, aggregation, labels,
+                         labels_in=labels_in, group_by=group_by, fill=fill,
+                         max_results=engine.config.query.max_results)
+    name, start_utc, end_utc, width, specs = a.name, a.start, a.end, a.width, a.specs
+    label_map, in_map, keys = a.labels, a.labels_in, a.keys
     max_results = engine.config.query.max_results
-    if fill is not None and start_utc < end_utc and \
-            (end_utc - start_utc) // width + 1 > max_results:
-        raise ResultTooLargeError(
-            f"the query returns more than {max_results} buckets with fill={fill!r} "
-            "(query.max_results); use a coarser bucket, a shorter range, or raise "
-            "query.max_results")
     series = resolve_series(engine.db, [name], label_map, in_map)
     cold = cold_points(engine, series, start_utc, end_utc)
     if cold.is_empty() and tiers == "all":

@@ -6,6 +6,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,7 +37,7 @@ from agts.query._raw import empty_raw, fetch_page, iter_pages, with_series
 from agts.query._rollups import choose, read_view, refresh
 from agts.query._series import fetch_arrow, resolve_series
 
-__all__ = ["MetricsQueries", "next_cursor"]
+__all__ = ["AggregatedArgs", "MetricsQueries", "check_aggregated", "next_cursor"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,43 @@ def next_cursor(page: pl.DataFrame) -> str | None:
 
 def _key_part(mapping: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in mapping.items()))
+
+
+@dataclass(frozen=True)
+class AggregatedArgs:
+    """The arguments of an aggregated query, checked and normalized."""
+
+    name: str
+    start: datetime
+    end: datetime
+    width: timedelta
+    specs: tuple[AggSpec, ...]
+    labels: dict[str, str]
+    labels_in: dict[str, list[str]]
+    keys: list[str]
+    fill: str | None
+
+
+def check_aggregated(
+    metric_name: Any, start: Any, end: Any, bucket: Any, aggregation: Any, labels: Any = None, *,
+    labels_in: Any = None, group_by: Any = None, fill: Any = None, max_results: int,
+) -> AggregatedArgs:
+    """Check every argument of an aggregated query at the door (also for the hot ∪ cold path)."""
+    name = check_metric_name(metric_name)
+    start_utc, end_utc = check_range(start, end)
+    width = parse_bucket(bucket)
+    specs = parse_aggregations(aggregation)
+    label_map, in_map = check_labels(labels), check_labels_in(labels_in)
+    keys = MetricsQueries._check_group_by(group_by, specs)
+    check_choice(fill, Fill, name="fill", optional=True)
+    buckets = (end_utc - start_utc) // width + 1 if end_utc > start_utc else 0
+    if fill is not None and buckets > max_results:
+        # Checked before any grid is built: a fine bucket over a long range would not fit in memory.
+        raise ResultTooLargeError(
+            f"the query returns {buckets} buckets with fill={fill!r}, more than {max_results} "
+            "(query.max_results); use a coarser bucket, a shorter range, or raise "
+            "query.max_results")
+    return AggregatedArgs(name, start_utc, end_utc, width, specs, label_map, in_map, keys, fill)
 
 
 class MetricsQueries:
@@ -144,17 +182,13 @@ class MetricsQueries:
         fill: Fill | None = None, kind: str = "aggregated",
     ) -> pl.DataFrame:
         began = time.perf_counter()
-        name = check_metric_name(metric_name)
-        start_utc, end_utc = check_range(start, end)
-        width = parse_bucket(bucket)
-        specs = parse_aggregations(aggregation)
-        label_map, in_map = check_labels(labels), check_labels_in(labels_in)
-        keys = self._check_group_by(group_by, specs)
-        check_choice(fill, Fill, name="fill", optional=True)
-        key = (kind, name, start_utc, end_utc, bucket_micros(width), specs, _key_part(label_map),
-               _key_part(in_map), tuple(keys), fill)
-        return self._cached(kind, key, start_utc, end_utc, began, lambda: self._aggregate(
-            name, start_utc, end_utc, width, specs, label_map, in_map, keys, fill))
+        a = check_aggregated(metric_name, start, end, bucket, aggregation, labels,
+                             labels_in=labels_in, group_by=group_by, fill=fill,
+                             max_results=self._config.max_results)
+        key = (kind, a.name, a.start, a.end, bucket_micros(a.width), a.specs, _key_part(a.labels),
+               _key_part(a.labels_in), tuple(a.keys), a.fill)
+        return self._cached(kind, key, a.start, a.end, began, lambda: self._aggregate(
+            a.name, a.start, a.end, a.width, a.specs, a.labels, a.labels_in, a.keys, a.fill))
 
     @staticmethod
     def _check_group_by(group_by: Any, specs: tuple[AggSpec, ...]) -> list[str]:
@@ -178,14 +212,6 @@ class MetricsQueries:
         keys: list[str], fill: str | None,
     ) -> pl.DataFrame:
         schema = agg.result_schema(specs, keys)
-        buckets = (end - start) // width + 1 if end > start else 0
-        if fill is not None and buckets > self._config.max_results:
-            # Checked before the grid is built: a fine bucket over a long range would not fit
-            # in memory.
-            raise ResultTooLargeError(
-                f"the query returns {buckets} buckets with fill={fill!r}, more than "
-                f"{self._config.max_results} (query.max_results); use a coarser bucket, a shorter "
-                "range, or raise query.max_results")
         series = resolve_series(self._db, [name], labels, labels_in)
         if series.is_empty() or start >= end:
             frame = pl.DataFrame(schema=schema)
