@@ -75,4 +75,5 @@ def test_storage_tour(config: agts.StorageConfig, tmp_path: Path,
     assert s["duckdb_points"] == s["archived_rows"] == s["restored"]
     assert s["hot_latency_points"] > 0 and s["cold_latency_points"] > 0
     assert s["hot_latency_points"] + s["cold_latency_points"] == s["latency_points"]
+    assert s["all_tiers_points"] == s["latency_points"]
     assert list((tmp_path / "archive").glob("table=metrics/date=2026-02-10/*.parquet"))
