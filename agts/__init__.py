@@ -5,6 +5,7 @@ Everything users may touch is imported here; other modules are private.
 """
 
 from agts._engine import StorageEngine, connect
+from agts._roles import RoleNames, create_roles, grant_role
 from agts.archive import ArchiveReport
 from agts.archive._cold import cold
 from agts.config import StorageConfig
@@ -63,6 +64,7 @@ __all__ = [
     "ResultTooLargeError",
     "RetentionReport",
     "RiskDecision",
+    "RoleNames",
     "ServerInfo",
     "SpoolFullError",
     "StorageConfig",
@@ -72,5 +74,7 @@ __all__ = [
     "__version__",
     "cold",
     "connect",
+    "create_roles",
+    "grant_role",
     "next_cursor",
 ]

@@ -11,7 +11,7 @@ import pytest
 from psycopg import sql
 
 import agts
-from agts._roles import create_roles, grant_role
+from agts import create_roles, grant_role
 
 
 @pytest.fixture
