@@ -206,3 +206,36 @@ def test_abandoned_stream_leaves_engine_usable(engine: agts.StorageEngine,
         "lat", T0, T0 + SPAN, iter_batches=True, batch_size=7)) == 1200
     stats = engine.query_stats().filter(pl.col("kind") == "stream").row(0, named=True)
     assert stats["queries"] == 2 and stats["rows"] == 1300
+
+
+def test_equal_timestamps_order_by_series_id(engine: agts.StorageEngine) -> None:
+    """Points of several series at the same instants come back ordered by (timestamp,
+    series_id), whatever order they were stored in, and a one-shot read equals the keyset pages
+    (ordered by the server) row for row."""
+    stamps = [T0 + timedelta(seconds=s) for s in (5, 1, 3, 1, 5, 3)]
+    venues = ["c", "b", "a", "a", "b", "c"]
+    engine.insert_metrics_batch(pl.DataFrame({
+        "timestamp": stamps, "metric_name": ["tie"] * 6, "value": [float(i) for i in range(6)],
+        "labels": [{"venue": v} for v in venues]}))
+    engine.insert_metrics_batch(pl.DataFrame({  # later batches: the same instants, more series
+        "timestamp": stamps, "metric_name": ["tie"] * 6, "value": [10.0 + i for i in range(6)],
+        "labels": [{"venue": v} for v in ["d", "d", "e", "e", "f", "f"]]}))
+    got = engine.query_metrics("tie", T0, T0 + timedelta(minutes=1))
+    assert got.height == 12
+    assert got.select("timestamp", "series_id").equals(
+        got.select("timestamp", "series_id").sort("timestamp", "series_id"))
+    by_venue = dict(zip(got.get_column("labels").struct.field("venue").to_list(),
+                        got.get_column("series_id").to_list(), strict=False))
+    assert sorted(by_venue) == ["a", "b", "c", "d", "e", "f"]
+    first = got.filter(pl.col("timestamp") == T0 + timedelta(seconds=1))
+    assert first.get_column("labels").struct.field("venue").to_list() == \
+        sorted(["b", "a", "d", "e"], key=lambda v: by_venue[v])
+    pages = [engine.query_metrics("tie", T0, T0 + timedelta(minutes=1), limit=5)]
+    while (after := agts.next_cursor(pages[-1])) is not None and pages[-1].height == 5:
+        pages.append(engine.query_metrics("tie", T0, T0 + timedelta(minutes=1), limit=5,
+                                          after=after))
+    assert pl.concat(pages).equals(got)
+    single = engine.query_metrics("tie", T0, T0 + timedelta(minutes=1), {"venue": "d"})
+    assert single.get_column("value").to_list() == [11.0, 10.0]
+    assert single.get_column("series_id").to_list() == [by_venue["d"]] * 2
+    assert single.schema["series_id"] == pl.Int32

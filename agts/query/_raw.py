@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 from psycopg import sql
@@ -37,10 +38,16 @@ def points_sql(
     series_ids: list[int], start: datetime, end: datetime, *,
     after: tuple[datetime, int] | None = None, order: bool = True, limit: int | None = None,
 ) -> str:
-    """The points statement with agts-produced literals (see the module docstring)."""
+    """The points statement with agts-produced literals (see the module docstring).
+
+    With one series the ``series_id`` column is left out of the result (the caller knows it):
+    every column costs the server a send function per row, and for one series it is a constant.
+    """
     ids = sql.Literal([int(i) for i in series_ids])
+    columns = 'time AS "timestamp", value' if len(series_ids) == 1 else \
+        'time AS "timestamp", series_id, value'
     parts: list[sql.Composable] = [sql.SQL(
-        'SELECT time AS "timestamp", series_id, value FROM agts.metric_points '
+        "SELECT " + columns + " FROM agts.metric_points "
         "WHERE series_id = ANY({}::int[]) AND time >= {} AND time < {}").format(
         ids, sql.Literal(start), sql.Literal(end))]
     if after is not None:
@@ -53,9 +60,12 @@ def points_sql(
     return sql.Composed(parts).as_string(None)
 
 
-def _typed(frame: pl.DataFrame) -> pl.DataFrame:
-    return frame.with_columns(
-        pl.col("timestamp").cast(pl.Datetime("us", "UTC")), pl.col("series_id").cast(pl.Int32),
+def _typed(frame: pl.DataFrame, series_ids: list[int]) -> pl.DataFrame:
+    """Points with the exact dtypes, in the column order ``timestamp, series_id, value``."""
+    series_id = (pl.col("series_id") if "series_id" in frame.columns
+                 else pl.lit(series_ids[0]).alias("series_id"))
+    return frame.select(
+        pl.col("timestamp").cast(pl.Datetime("us", "UTC")), series_id.cast(pl.Int32),
         pl.col("value").cast(pl.Float64))
 
 
@@ -71,10 +81,14 @@ def fetch_page(
     of the whole result (it spills to disk past ``work_mem``; 3-4x the scan time for 1.4M rows).
     """
     query = points_sql(series_ids, start, end, after=after, order=server_order, limit=limit)
-    frame = pl.from_arrow(fetch_arrow(db, query, (), action="query metrics"))
-    assert isinstance(frame, pl.DataFrame)
-    frame = _typed(frame)
-    return frame if server_order else frame.sort("timestamp", "series_id")
+    frame = _typed(_frame(fetch_arrow(db, query, (), action="query metrics")), series_ids)
+    if server_order:
+        return frame
+    # Two single-key sorts, the second stable, give the order of one (timestamp, series_id)
+    # sort at a quarter of its cost (1.44M rows: 39 ms vs 146 ms).
+    if len(series_ids) > 1:
+        frame = frame.sort("series_id")
+    return frame.sort("timestamp", maintain_order=True)
 
 
 def iter_pages(
@@ -95,13 +109,13 @@ def iter_pages(
                 held += batch.num_rows
                 while held >= batch_size:
                     table = pa.Table.from_batches(pending)
-                    yield _typed(_frame(table.slice(0, batch_size)))
+                    yield _typed(_frame(table.slice(0, batch_size)), series_ids)
                     rest = table.slice(batch_size)
                     pending, held = rest.to_batches(), rest.num_rows
     except Exception as exc:
         raise translate(exc, action="stream metrics") from exc
     if held:
-        yield _typed(_frame(pa.Table.from_batches(pending)))
+        yield _typed(_frame(pa.Table.from_batches(pending)), series_ids)
 
 
 def _frame(table: pa.Table) -> pl.DataFrame:
@@ -115,10 +129,20 @@ def with_series(points: pl.DataFrame, series: pl.DataFrame) -> pl.DataFrame:
 
     Columns: ``timestamp`` (UTC), ``metric_name``, ``value``, ``labels`` (struct), ``series_id``.
     """
-    lookup = series.select(
-        "series_id", "metric_name", label_struct(series.get_column("labels_json")))
-    joined = points.join(lookup, on="series_id", how="left", maintain_order="left")
-    return joined.select("timestamp", "metric_name", "value", "labels", "series_id")
+    lookup = series.select("metric_name", label_struct(series.get_column("labels_json")))
+    ids = series.get_column("series_id").to_numpy()
+    # Row of each point's series in ``lookup``: a dense position table indexed by series id
+    # (ids are small positive integers), then one gather - half the cost of a join that keeps
+    # the points' order.
+    position = np.full(int(ids.max()) + 1 if len(ids) else 1, -1, dtype=np.int64)
+    position[ids] = np.arange(len(ids))
+    rows = position[points.get_column("series_id").to_numpy()]
+    if (rows < 0).any():
+        raise AssertionError("a point of a series that was not resolved")  # a bug, not input
+    attached = lookup[rows]
+    return pl.DataFrame([points.get_column("timestamp"), attached.get_column("metric_name"),
+                         points.get_column("value"), attached.get_column("labels"),
+                         points.get_column("series_id")])
 
 
 def empty_raw(series: pl.DataFrame) -> pl.DataFrame:
