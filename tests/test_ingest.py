@@ -237,12 +237,9 @@ def test_timestamps_truncate_to_the_microsecond_towards_the_past(
                                              epoch + dt.timedelta(microseconds=1)]
 
 
-def test_big_batches_are_copied_in_parts_in_one_transaction(
-    engine: agts.StorageEngine, monkeypatch: pytest.MonkeyPatch
+def test_stored_and_repeated_points_in_one_batch_are_merged_once(
+    engine: agts.StorageEngine,
 ) -> None:
-    from agts.ingest import _writer
-
-    monkeypatch.setattr(_writer, "_PART", 1)  # 4 points: 4 parts, prepared while copying
     first = engine.insert_metrics_batch(_polars())
     assert (first.rows_written, first.duplicates) == (4, 0)
     frame = pl.concat([_polars(), _polars().with_columns(pl.col("value") + 1)])

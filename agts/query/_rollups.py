@@ -129,6 +129,15 @@ def _merge(ranges: list[tuple[datetime, datetime]]) -> list[tuple[datetime, date
     return merged
 
 
+# The earliest point, found per series through the (series_id, time) index: there is no B-tree on
+# time alone (migration 0006), and a plain min(time) would read every chunk.
+_FIRST_POINT = """
+SELECT time_bucket(%s, min(f.time)) FROM agts.series AS s
+CROSS JOIN LATERAL (SELECT p.time FROM agts.metric_points AS p WHERE p.series_id = s.series_id
+                    ORDER BY p.time LIMIT 1) AS f
+"""
+
+
 def _plan(cur: Any, rollup: Rollup) -> tuple[list[Any], list[tuple[datetime, datetime]], Any]:
     """Read the state and the unseen batches: (batches, ranges to materialize, new watermark)."""
     cur.execute("SELECT watermark, refreshed_at, time_bucket(width, now()) FROM agts.rollup_state "
@@ -139,7 +148,7 @@ def _plan(cur: Any, rollup: Rollup) -> tuple[list[Any], list[tuple[datetime, dat
     batches = cur.fetchall()
     low = watermark
     if low is None:
-        cur.execute("SELECT time_bucket(%s, min(time)) FROM agts.metric_points", (rollup.width,))
+        cur.execute(_FIRST_POINT, (rollup.width,))
         low = cur.fetchone()[0] or new_watermark
     ranges = [(low, new_watermark)]
     if watermark is not None:

@@ -1,0 +1,2 @@
+DROP INDEX IF EXISTS agts.metric_points_time_brin;
+CREATE INDEX IF NOT EXISTS metric_points_time_idx ON agts.metric_points (time DESC);
