@@ -9,7 +9,7 @@ from typing import Any
 
 from agts.config import DatabaseConfig
 from agts.errors import ValidationError
-from agts.ingest._normalize import normalize
+from agts.ingest._rows import normalize_points
 from agts.ingest._types import IngestResult, OnError
 from agts.ingest._writer import MetricsWriter
 
@@ -26,7 +26,7 @@ def insert_batch(
             batch_id = uuid.UUID(str(batch_id))
         except ValueError:
             raise ValidationError(f"batch_id must be a UUID, got {batch_id!r}") from None
-    batch = normalize(data, on_error=on_error)
+    batch = normalize_points(data, on_error=on_error)
     if batch.height == 0:
         return IngestResult(0, 0, batch.skipped, None)
     outcome = writer.write(batch, batch_id=batch_id)

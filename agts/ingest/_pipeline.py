@@ -27,6 +27,7 @@ import polars as pl
 from agts.config import BackpressurePolicy, IngestionConfig
 from agts.errors import BackpressureError, SpoolFullError, StorageError
 from agts.ingest._normalize import Normalized, normalize
+from agts.ingest._rows import PointRows, as_normalized, empty_skipped_points, point_rows
 from agts.ingest._spool import Spool
 from agts.ingest._types import MetricPoint, OnError
 from agts.ingest._writer import MetricsWriter
@@ -98,7 +99,7 @@ class Ingestor:
         self._writer = writer
         self._spool = Spool(spool_dir, max_bytes=settings.spool_max_bytes)
         self._cond = threading.Condition()
-        self._pending: deque[tuple[Normalized, float]] = deque()
+        self._pending: deque[tuple[Normalized | PointRows, float]] = deque()
         self._pending_points = 0
         self._buffered = 0              # pending + in flight
         self._accepted = 0
@@ -144,9 +145,13 @@ class Ingestor:
         SpoolFullError
             The buffer is full because the database is away and the spool is full.
         """
-        batch = normalize(data, on_error=self.on_error)
-        skipped = batch.skipped
-        batch = Normalized(batch.points, batch.series)
+        rows = point_rows(data)
+        batch: Normalized | PointRows
+        if rows is not None:  # plainly valid MetricPoints: microseconds, not milliseconds
+            batch, skipped = rows, empty_skipped_points()
+        else:
+            checked = normalize(data, on_error=self.on_error)
+            batch, skipped = Normalized(checked.points, checked.series), checked.skipped
         limit = self.settings.max_buffer_size
         wait = self.settings.backpressure_timeout_sec if timeout is None else timeout
         deadline = time.monotonic() + wait
@@ -157,7 +162,11 @@ class Ingestor:
             while offset < batch.height:
                 part = batch.slice(offset, limit) if offset or batch.height > limit else batch
                 self._reserve(part.height, deadline, accepted=offset, total=batch.height)
-                self._pending.append((part, time.monotonic()))
+                tail = self._pending[-1][0] if self._pending else None
+                if isinstance(part, PointRows) and isinstance(tail, PointRows):
+                    tail.extend(part)  # one growing part, not one part per point
+                else:
+                    self._pending.append((part, time.monotonic()))
                 self._pending_points += part.height
                 self._buffered += part.height
                 self._accepted += part.height
@@ -172,7 +181,13 @@ class Ingestor:
             room = self.settings.max_buffer_size - self._buffered
         size = len(data) if isinstance(data, list) else 1 if isinstance(data, MetricPoint) else None
         if size is not None and size <= room:
-            return self.put(data, timeout=0)
+            try:
+                return self.put(data, timeout=0)
+            except BackpressureError:
+                # Other producers took the room since it was looked at. The points fit in one
+                # part, so none of them was accepted: wait for room in a thread like any put.
+                if self.settings.backpressure != "block":
+                    raise
         return await asyncio.to_thread(self.put, data, timeout=timeout)
 
     def _reserve(self, n: int, deadline: float, *, accepted: int, total: int) -> None:
@@ -296,7 +311,8 @@ class Ingestor:
                     if len(self._spool):
                         wait = min(wait, max(0.01, self._next_attempt - time.monotonic()))
                     self._cond.wait(wait)
-                batch, enqueued = self._take() if self._pending else (None, 0.0)
+                parts, enqueued = self._take() if self._pending else ([], 0.0)
+            batch = as_normalized(parts) if parts else None  # outside the lock: puts go on
             if batch is not None:
                 self._replay()
                 self._deliver(batch, enqueued)
@@ -311,9 +327,9 @@ class Ingestor:
             else:
                 self._replay()
 
-    def _take(self) -> tuple[Normalized, float]:
+    def _take(self) -> tuple[list[Normalized | PointRows], float]:
         size = self.settings.batch_size
-        parts: list[Normalized] = []
+        parts: list[Normalized | PointRows] = []
         taken = 0
         enqueued = self._pending[0][1]
         while self._pending and taken < size:
@@ -324,7 +340,7 @@ class Ingestor:
             parts.append(part)
             taken += part.height
         self._pending_points -= taken
-        return Normalized.concat(parts), enqueued
+        return parts, enqueued
 
     def _release(self, n: int) -> None:
         with self._cond:
