@@ -197,7 +197,7 @@ def main() -> None:
     parser.add_argument("--series", type=int, default=200)
     parser.add_argument("--points", type=int, default=50_000, help="points per latency series")
     parser.add_argument("--pnl-series", type=int, default=20)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=9)
     parser.add_argument("--reuse", action="store_true", help="keep an already loaded database")
     parser.add_argument("--dsn", help="server (default: what agts.connect() reaches)")
     args = parser.parse_args()
@@ -228,15 +228,24 @@ def main() -> None:
         def case(label: str, run: Callable[[], pl.DataFrame], peer_sql: sql.Composed,
                  check: Callable[[pl.DataFrame], bool], *, with_peers: bool = True) -> None:
             _last_sql.clear()
-            took, frame = median_ms(run, args.repeat)
+            frame = run()  # warm-up, the SQL agts sends, and the result to verify
             query, params = _last_sql[-1]
-            row = {"case": label, "rows": frame.height, "agts": took,
-                   "server (agts SQL)": server_ms(engine, query, params),
+            server_ms(engine, query, params)
+            # agts and the server's own time for the same statement, interleaved, so both
+            # medians see the same machine (it is shared; conditions drift within minutes).
+            took, server = [], []
+            for _ in range(args.repeat):
+                began = time.perf_counter()
+                run()
+                took.append((time.perf_counter() - began) * 1000)
+                server.append(server_ms(engine, query, params))
+            row = {"case": label, "rows": frame.height, "agts": statistics.median(took),
+                   "server (agts SQL)": statistics.median(server),
                    "equals DuckDB": check(frame)}
             if with_peers:
                 row.update(peers(dsn_uri, peer_sql, args.repeat))
             rows.append(row)
-            print(f"  {label}: {took:.1f} ms, {frame.height:,} rows", flush=True)
+            print(f"  {label}: {row['agts']:.1f} ms, {frame.height:,} rows", flush=True)
 
         a_end = a_start + timedelta(hours=6)
         case("(a) 1 series raw 6h",
@@ -291,9 +300,13 @@ def main() -> None:
                  "AND p.time < ? ORDER BY p.time, p.series_id", [d_start, d_end])))
         with engine.db.connection() as conn:
             total = conn.execute("SELECT count(*) FROM agts.metric_points").fetchone()[0]
-    table = pl.DataFrame(rows).with_columns(pl.selectors.float().round(1))
+    table = pl.DataFrame(rows).with_columns(
+        (pl.col("agts") / pl.col("server (agts SQL)")).alias("agts / server"),
+        (pl.col("pandas.read_sql") / pl.col("agts")).alias("pandas / agts"),
+    ).with_columns(pl.selectors.float().round(1))
     print(f"\n{total:,} points ({args.series} latency series x {args.points:,}, "
-          f"{args.pnl_series} pnl series x 43,200); median of {args.repeat}, ms; "
+          f"{args.pnl_series} pnl series x 43,200); median of {args.repeat}, ms (agts and the "
+          "server's EXPLAIN ANALYZE of agts' statement interleaved); "
           f"rollup refresh (first, everything): {refresh_s:.1f} s")
     with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=250, fmt_str_lengths=60,
                    tbl_hide_dataframe_shape=True):
