@@ -139,6 +139,8 @@ def normalize(data: Any, *, on_error: OnError = "raise") -> Normalized:
         data = [data]
     if isinstance(data, Sequence) and not isinstance(data, str | bytes):
         frame = _from_points(data)
+    elif isinstance(data, pl.DataFrame | pl.LazyFrame):  # no round trip through Arrow
+        frame = data.collect() if isinstance(data, pl.LazyFrame) else data
     else:
         table = to_arrow_table(data)
         frame = pl.from_arrow(table)  # type: ignore[assignment]
