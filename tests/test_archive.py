@@ -144,6 +144,38 @@ def test_crash_between_steps_then_rerun(arch: agts.StorageEngine, step: str,
         assert duck.execute("SELECT count(*) FROM metrics").fetchone() == (points.height,)
 
 
+def test_a_failed_parquet_write_leaves_no_file_and_a_rerun_completes(
+        arch: agts.StorageEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Row groups are encoded on a writer thread while the next rows are read: its error reaches
+    the caller, no file of the failed unit appears under a final name, and nothing is lost."""
+    from agts.archive import _export
+
+    points = _points(days=2)
+    arch.insert_metrics_batch(points)
+    flush = _export._DateFile.flush
+    calls: list[int] = []
+
+    def failing(self: _export._DateFile) -> None:
+        calls.append(self.pending_rows)
+        if len(calls) == 3:
+            raise OSError("no space left on device")
+        flush(self)
+
+    monkeypatch.setattr(_export._DateFile, "flush", failing)
+    with pytest.raises(OSError, match="no space left on device"):
+        arch.export_cold("metrics", DAY0, DAY0 + timedelta(days=2), row_group_rows=100)
+    monkeypatch.setattr(_export._DateFile, "flush", flush)
+    assert len(calls) == 3  # the first unit was written; the second failed on the writer thread
+    written = [p.name for p in (tmp_path / "archive").rglob("*.parquet")]
+    assert written == ["metrics-20260101T000000Z-20260102T000000Z.parquet"]
+    assert _hot(arch).height == points.height
+    report = arch.archive("metrics", DAY0, DAY0 + timedelta(days=2), drop=True,
+                          row_group_rows=100)
+    assert (report.rows_exported, report.units_dropped) == (720, 2)  # only the failed unit again
+    assert _hot(arch).height == 0
+    assert_frame_equal(_all_rows(arch), _expected(points))
+
+
 @pytest.mark.parametrize("step", ["written", "verified"])
 def test_killed_process_then_rerun(arch: agts.StorageEngine, step: str) -> None:
     points = _points(days=2)
