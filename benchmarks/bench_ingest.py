@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import functools
 import os
 import resource
@@ -245,11 +246,28 @@ def run(engine: agts.StorageEngine, config: StorageConfig, args: argparse.Namesp
                 measure(f"server COPY FROM file ({label})", functools.partial(server_copy, path))
             print(f"  round {r + 1}/{args.repeat} done", flush=True)
 
+    single_put(engine)
     if not args.skip_slow:
         slow_peers(engine, config, rows, frame.head(args.seed_sample), args.sample, measure)
     report(results, counts, args.repeat)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS of this process: {peak:,.0f} MiB")
+
+
+def single_put(engine: agts.StorageEngine, n: int = 100_000) -> None:
+    """What one ``Ingestor.put()`` of one MetricPoint costs the producer (point built included)."""
+    reset(engine)
+    start = dt.datetime(2026, 2, 1, tzinfo=dt.UTC)
+    labels = [{"venue": v, "market": "BTC-USDT"} for v in VENUES]
+    with engine.ingestor(batch_size=10_000, max_buffer_size=n, spool_dir=tempfile.mkdtemp()) as ing:
+        began = time.perf_counter()
+        for i in range(n):
+            ing.put(agts.MetricPoint(start + dt.timedelta(microseconds=i), "order_latency_ms",
+                                     float(i % 97), labels[i % 5]))
+        took = time.perf_counter() - began
+    assert ing.stats().points_written == n
+    print(f"  Ingestor.put() of one MetricPoint: {took / n * 1e6:.1f} us per put "
+          f"({n:,} puts, all stored)")
 
 
 def slow_peers(engine: agts.StorageEngine, config: StorageConfig, rows: pl.DataFrame,
