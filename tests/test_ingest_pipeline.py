@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
+import pyarrow as pa
 import pytest
 from psycopg import sql
 
@@ -144,6 +145,37 @@ def test_put_validates_at_the_door(engine: agts.StorageEngine, tmp_path: Path) -
 def test_one_ingestor_per_spool_directory(engine: agts.StorageEngine, tmp_path: Path) -> None:
     with engine.ingestor(spool_dir=tmp_path), pytest.raises(agts.StorageError, match="in use"):
         engine.ingestor(spool_dir=tmp_path)
+
+
+def test_a_batch_the_database_refuses_for_good_is_set_aside(
+        engine: agts.StorageEngine, tmp_path: Path) -> None:
+    """A batch refused by a constraint (not an outage) is kept in the spool's failed/ folder for
+    a person, never replayed; the batches around it are stored."""
+    with engine.db.connection() as conn:  # a rule the server enforces and agts does not check
+        conn.execute("ALTER TABLE agts.metric_points ADD CONSTRAINT test_non_negative "
+                     "CHECK (value >= 0)")
+    with engine.ingestor(batch_size=10, flush_interval_ms=10_000, spool_dir=tmp_path) as ing:
+        ing.put([point(i) for i in range(10)])
+        ing.flush(timeout=30)
+        ing.put([point(i) for i in range(10, 19)] + [agts.MetricPoint(T0, "lat", -1.0)])
+        ing.flush(timeout=30)
+        ing.put([point(i) for i in range(20, 30)])
+        ing.flush(timeout=30)
+        stats = ing.stats()
+    assert count(engine)[0] == 20
+    assert (stats.points_written, stats.errors, stats.spool_pending) == (20, 1, 0)
+    assert "test_non_negative" in (stats.last_error or "")
+    failed = list((tmp_path / "failed").glob("*.arrow"))
+    assert len(failed) == 1
+    with pa.memory_map(str(failed[0])) as source:
+        kept = pa.ipc.open_file(source).read_all()
+    assert kept.num_rows == 10
+    assert sorted(kept.column("value").to_pylist()) == [-1.0, *map(float, range(10, 19))]
+    assert set(kept.column("metric_name").to_pylist()) == {"lat"}
+    with engine.ingestor(spool_dir=tmp_path) as again:  # the next ingestor does not replay it
+        again.flush(timeout=30)
+        assert again.stats().replayed_batches == 0
+    assert count(engine)[0] == 20 and failed[0].exists()
 
 
 def _allow_connections(config: StorageConfig, allow: bool) -> None:
