@@ -239,3 +239,7 @@ def test_equal_timestamps_order_by_series_id(engine: agts.StorageEngine) -> None
     assert single.get_column("value").to_list() == [11.0, 10.0]
     assert single.get_column("series_id").to_list() == [by_venue["d"]] * 2
     assert single.schema["series_id"] == pl.Int32
+    one = engine.query_metrics("tie", T0, T0 + timedelta(minutes=1), {"venue": "d"}, limit=1)
+    two = engine.query_metrics("tie", T0, T0 + timedelta(minutes=1), {"venue": "d"}, limit=1,
+                               after=agts.next_cursor(one))
+    assert pl.concat([one, two]).equals(single)

@@ -43,13 +43,17 @@ def points_sql(
     With one series the ``series_id`` column is left out of the result (the caller knows it):
     every column costs the server a send function per row, and for one series it is a constant.
     """
-    ids = sql.Literal([int(i) for i in series_ids])
-    columns = 'time AS "timestamp", value' if len(series_ids) == 1 else \
-        'time AS "timestamp", series_id, value'
-    parts: list[sql.Composable] = [sql.SQL(
-        "SELECT " + columns + " FROM agts.metric_points "
-        "WHERE series_id = ANY({}::int[]) AND time >= {} AND time < {}").format(
-        ids, sql.Literal(start), sql.Literal(end))]
+    if len(series_ids) == 1:
+        # "= id", not "= ANY('{id}')": only then does the planner know the (series_id, time)
+        # index yields time order, and the ORDER BY costs no sort (5.9 vs 11.2 ms for 21,600 rows)
+        select = sql.SQL('SELECT time AS "timestamp", value FROM agts.metric_points '
+                         "WHERE series_id = {}").format(sql.Literal(int(series_ids[0])))
+    else:
+        select = sql.SQL('SELECT time AS "timestamp", series_id, value FROM agts.metric_points '
+                         "WHERE series_id = ANY({}::int[])").format(
+                             sql.Literal([int(i) for i in series_ids]))
+    parts: list[sql.Composable] = [select, sql.SQL(" AND time >= {} AND time < {}").format(
+        sql.Literal(start), sql.Literal(end))]
     if after is not None:
         parts.append(sql.SQL(" AND (time, series_id) > ({}::timestamptz, {}::int)").format(
             sql.Literal(after[0]), sql.Literal(int(after[1]))))
@@ -60,13 +64,18 @@ def points_sql(
     return sql.Composed(parts).as_string(None)
 
 
+_POINTS: dict[str, pl.DataType] = {
+    "timestamp": pl.Datetime("us", "UTC"), "series_id": pl.Int32(), "value": pl.Float64()}
+
+
 def _typed(frame: pl.DataFrame, series_ids: list[int]) -> pl.DataFrame:
     """Points with the exact dtypes, in the column order ``timestamp, series_id, value``."""
-    series_id = (pl.col("series_id") if "series_id" in frame.columns
-                 else pl.lit(series_ids[0]).alias("series_id"))
-    return frame.select(
-        pl.col("timestamp").cast(pl.Datetime("us", "UTC")), series_id.cast(pl.Int32),
-        pl.col("value").cast(pl.Float64))
+    if "series_id" not in frame.columns:
+        frame = frame.select(pl.col("timestamp"), pl.lit(series_ids[0], pl.Int32).alias(
+            "series_id"), pl.col("value"))
+    if frame.schema == _POINTS:  # what ADBC returns: nothing to cast
+        return frame
+    return frame.select(pl.col(name).cast(dtype) for name, dtype in _POINTS.items())
 
 
 def fetch_page(
@@ -80,6 +89,9 @@ def fetch_page(
     the server returns rows in index order and Polars sorts them, which spares the server a sort
     of the whole result (it spills to disk past ``work_mem``; 3-4x the scan time for 1.4M rows).
     """
+    # One series: the (series_id, time) index already returns its points in time order, so the
+    # server's ORDER BY costs nothing and the client need not sort.
+    server_order = server_order or len(series_ids) == 1
     query = points_sql(series_ids, start, end, after=after, order=server_order, limit=limit)
     frame = _typed(_frame(fetch_arrow(db, query, (), action="query metrics")), series_ids)
     if server_order:

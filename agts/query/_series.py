@@ -8,6 +8,7 @@ index answers. Labels are joined back on the client, once per series, not once p
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Sequence
@@ -54,13 +55,20 @@ def resolve_series(
 def label_struct(labels_json: pl.Series) -> pl.Series:
     """JSON label sets as a struct with one String field per key present (sorted by key); a
     series without a key has null in that field."""
+    return _label_struct(tuple(labels_json.to_list()))
+
+
+@functools.lru_cache(maxsize=256)
+def _label_struct(texts: tuple[str, ...]) -> pl.Series:
+    # A series' labels never change, so the struct of a set of series can be kept: a service
+    # asking the same question in a loop decodes them once.
     keys: set[str] = set()
-    for text in labels_json.to_list():
+    for text in texts:
         keys.update(json.loads(text))
     dtype = pl.Struct({key: pl.String for key in sorted(keys)})
-    if labels_json.is_empty():
+    if not texts:
         return pl.Series("labels", [], dtype=dtype)
-    return labels_json.str.json_decode(dtype).alias("labels")
+    return pl.Series("labels", texts, dtype=pl.String).str.json_decode(dtype)
 
 
 def fetch_arrow(db: Database, query: str, params: Sequence[Any], *, action: str) -> pa.Table:
