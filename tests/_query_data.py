@@ -6,10 +6,12 @@ buckets by integer arithmetic on epoch microseconds, aggregations by Polars.
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import polars as pl
+import psycopg
 
 import agts
 
@@ -99,3 +101,19 @@ def assert_close(actual: pl.DataFrame, expected: pl.DataFrame, *, rel: float = 1
             assert np.all(np.abs(av - ev) <= tol), (col, av - ev)
         else:
             assert a.to_list() == e.cast(a.dtype).to_list(), col
+
+
+def open_batch(engine: agts.StorageEngine, at: datetime, value: float,
+               began: timedelta) -> psycopg.Connection:
+    """A batch written as agts' writer does (ledger row + points, one transaction), whose
+    transaction began ``began`` ago and is still open: the caller commits it."""
+    conn = psycopg.connect(engine.config.database.conninfo())
+    row = conn.execute("SELECT series_id FROM agts.series WHERE metric_name = 'lat' AND labels = "
+                       """'{"venue": "okx", "market": "BTC"}'""").fetchone()
+    assert row is not None
+    conn.execute("INSERT INTO agts.ingest_batches (batch_id, rows, min_time, max_time, "
+                 "ingested_at) VALUES (%s, 1, %s, %s, now() - %s)", (uuid.uuid4(), at, at, began))
+    conn.execute("INSERT INTO agts.metric_points (time, series_id, value) VALUES (%s, %s, %s)",
+                 (at, row[0], value))
+    return conn
+

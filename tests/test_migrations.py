@@ -176,3 +176,25 @@ def test_malformed_migration_directories_are_rejected(
 def test_unknown_target_version_lists_known_ones(engine: agts.StorageEngine) -> None:
     with pytest.raises(agts.MigrationError, match=r"unknown migration version 4242; known versions: 0, 1"):
         engine.migrate(4242)
+
+
+def test_ledger_xid_migration_keeps_unseen_batches_candidates(
+        blank_config: agts.StorageConfig) -> None:
+    # 0007 gives old ledger rows a transaction id: below the rollups' xmin when every rollup
+    # certainly saw them under the old rule (begun > 10 min before the oldest refresh), else above.
+    with agts.connect(blank_config) as engine:
+        engine.migrate(6)
+        with engine.db.connection() as conn:
+            conn.execute("UPDATE agts.rollup_state SET refreshed_at = now() - interval '1 hour'")
+            conn.execute(
+                "INSERT INTO agts.ingest_batches (batch_id, rows, ingested_at) VALUES "
+                "('00000000-0000-0000-0000-00000000000a', 1, now() - interval '3 hours'), "
+                "('00000000-0000-0000-0000-00000000000b', 1, now() - interval '65 minutes'), "
+                "('00000000-0000-0000-0000-00000000000c', 1, now())")
+            conn.commit()
+        engine.migrate()
+        with engine.db.connection() as conn:
+            rows = conn.execute(
+                "SELECT right(b.batch_id::text, 1), b.xid >= s.seen_xmin FROM agts.ingest_batches b "
+                "CROSS JOIN agts.rollup_state s WHERE s.rollup = 'rollup_1h' ORDER BY 1").fetchall()
+    assert rows == [("a", False), ("b", True), ("c", True)]

@@ -10,7 +10,7 @@ import pytest
 
 import agts
 from agts.config import StorageConfig
-from tests._query_data import SERIES, SPAN, T0, UTC, insert, points, select
+from tests._query_data import SERIES, SPAN, T0, UTC, insert, open_batch, points, select
 
 
 @pytest.fixture
@@ -170,6 +170,27 @@ def test_cache_hits_closed_ranges_and_never_serves_stale(engine: agts.StorageEng
     stats = engine.query_stats().filter(pl.col("kind") == "raw").row(0, named=True)
     assert (stats["cache_hits"], stats["cache_misses"]) == (1, 2)
     assert stats["p50_ms"] > 0
+
+
+
+def test_cache_sees_a_batch_that_began_before_the_cached_query(engine: agts.StorageEngine,
+                                                               data: pl.DataFrame) -> None:
+    # The batch's transaction began ten minutes ago, wrote during the first query and committed
+    # after it: the cached frame lacks its point, so the next query must not be a hit.
+    start, end = T0, T0 + timedelta(hours=1)
+    at = T0 + timedelta(minutes=20, microseconds=9)
+    conn = open_batch(engine, at, 4242.0, timedelta(minutes=10))
+    try:
+        first = engine.query_metrics("lat", start, end)
+        conn.commit()
+    finally:
+        conn.close()
+    assert 4242.0 not in first.get_column("value").to_list()
+    fresh = engine.query_metrics("lat", start, end)
+    assert fresh.height == first.height + 1 and 4242.0 in fresh.get_column("value").to_list()
+    assert engine.query_metrics("lat", start, end).equals(fresh)  # and then cached again
+    stats = engine.query_stats().filter(pl.col("kind") == "raw").row(0, named=True)
+    assert (stats["cache_hits"], stats["cache_misses"]) == (1, 2)
 
 
 def test_multi_long_and_wide(engine: agts.StorageEngine, data: pl.DataFrame) -> None:

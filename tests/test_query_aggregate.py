@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 import agts
-from tests._query_data import SPAN, T0, UTC, assert_close, insert, points, reference
+from tests._query_data import SPAN, T0, UTC, assert_close, insert, open_batch, points, reference
 
 ALL = ["avg", "min", "max", "sum", "count", "first", "last", "stddev", "p50", "p90", "p95",
        "p99", "p99.9", "median"]
@@ -214,3 +214,33 @@ def test_late_batch_buckets_come_from_raw_until_refreshed(any_edition: agts.Stor
     finally:
         _tamper(engine, "rollup_1h", 0.5)
     assert routed.to_list() == [2 * v for v in exact.get_column("max").to_list()]
+
+
+def test_batch_open_across_a_refresh_is_not_missed(any_edition: agts.StorageEngine) -> None:
+    # A transaction that began half an hour ago and commits after a refresh: the refresh could not
+    # see its points, and the next one must take them in (by transaction id, not by start time).
+    engine = any_edition
+    frame = points(per_series=100)
+    insert(engine, frame)
+    engine.refresh_rollups()
+    at = T0 + timedelta(hours=1, minutes=10, microseconds=5)
+    conn = open_batch(engine, at, 5_000_000.0, timedelta(minutes=30))
+    try:
+        engine.refresh_rollups()
+        conn.commit()
+    finally:
+        conn.close()
+    late = pl.DataFrame({"timestamp": [at], "metric_name": ["lat"], "value": [5_000_000.0],
+                         "labels": [{"venue": "okx", "market": "BTC"}]})
+    want = reference(pl.concat([frame, late], how="diagonal_relaxed"), "lat", T0, T0 + SPAN,
+                     timedelta(hours=1), ROLLUP_AGGS)
+    for _ in range(2):  # before and after the refresh that takes the batch in
+        engine.clear_query_cache()
+        assert_close(engine.query_aggregated("lat", T0, T0 + SPAN, "1h", ROLLUP_AGGS), want)
+        engine.refresh_rollups()
+    _tamper(engine, "rollup_1h", 2.0)  # ... and the hour is now answered by the rollup itself
+    try:
+        routed = engine.query_aggregated("lat", T0, T0 + SPAN, "1h", "max")
+    finally:
+        _tamper(engine, "rollup_1h", 0.5)
+    assert routed.get_column("max")[1] == 2 * 5_000_000.0

@@ -2,13 +2,18 @@
 
 The cache keeps results of identical queries over *closed* ranges only: ``end`` at least
 :data:`CLOSED_AFTER` in the past when the query ran. Points can still arrive late for a closed
-range, so a hit is served only if the ingest ledger (``agts.ingest_batches``) shows no batch
-touching the range that was not already there when the entry was computed (nor a cold-tier unit
-over the range archived, dropped or restored since): the batches touching
-the range whose transaction began from :data:`LEDGER_SLACK` before the query on are counted
-before the query runs and again on every hit; a different count is a miss. (A batch that began
-earlier than that and committed after the query is the case this cannot see.) Entries expire after
-``query.cache_ttl_sec``; the least recently used go first beyond ``query.cache_max_entries``.
+range, so a hit is served only if nothing changed the range since the entry was computed:
+
+- no ingest batch touching the range committed since. Before the query runs, the cache takes the
+  xmin of a snapshot (every transaction below it had ended, so the query sees its batches) and
+  counts the ledger batches touching the range with ``xid >= xmin``; a hit counts them again, and
+  a different count is a miss. A batch whose transaction was open for hours is caught like any
+  other (migration 0007);
+- no cold-tier unit over the range changed state (archived, dropped, restored): a digest of the
+  units' states is part of the marker.
+
+Entries expire after ``query.cache_ttl_sec``; the least recently used go first beyond
+``query.cache_max_entries``. On a schema older than migration 0007 nothing is cached.
 """
 
 from __future__ import annotations
@@ -27,34 +32,31 @@ import psycopg
 from agts.db._database import Database
 from agts.errors import translate
 
-__all__ = ["CLOSED_AFTER", "LEDGER_SLACK", "QueryCache", "QueryStats"]
+__all__ = ["CLOSED_AFTER", "QueryCache", "QueryStats"]
 
 CLOSED_AFTER = timedelta(seconds=60)
-LEDGER_SLACK = timedelta(minutes=1)
 
-_TOUCHING_LEDGER = """
-SELECT (SELECT count(*) FROM agts.ingest_batches
-        WHERE ingested_at >= %(since)s AND min_time < %(end)s AND max_time >= %(start)s),
-       NULL::timestamptz
-"""
-# Archiving drops rows from the hot tier and restoring brings them back: the latest state change of
-# a cold-tier unit over the range is part of the marker, so a drop or restore voids the entry.
+# %(xmin)s is NULL when marking (the snapshot's own xmin is taken) and the marked xmin on a hit.
 _TOUCHING = """
-SELECT (SELECT count(*) FROM agts.ingest_batches
-        WHERE ingested_at >= %(since)s AND min_time < %(end)s AND max_time >= %(start)s),
-       (SELECT max(updated_at) FROM agts.archive_units
-        WHERE range_start < %(end)s AND range_end > %(start)s)
+WITH s AS (SELECT coalesce(%(xmin)s::xid8, pg_snapshot_xmin(pg_current_snapshot())) AS xmin)
+SELECT s.xmin::text,
+       (SELECT count(*) FROM agts.ingest_batches AS b
+        WHERE b.xid >= s.xmin AND b.min_time < %(end)s AND b.max_time >= %(start)s),
+       (SELECT md5(string_agg(concat_ws(':', u.unit_id, u.state, u.updated_at), ','
+                              ORDER BY u.unit_id))
+        FROM agts.archive_units AS u WHERE u.range_start < %(end)s AND u.range_end > %(start)s)
+FROM s
 """
 
-#: What :meth:`QueryCache.mark` records: ledger batches touching the range, last cold-tier change.
-Marker = tuple[int, datetime | None]
+#: What :meth:`QueryCache.mark` records: the snapshot xmin, the ledger batches at or above it
+#: touching the range, and a digest of the cold-tier units over the range.
+Marker = tuple[str, int, str | None]
 
 
 @dataclass
 class _Entry:
     frame: pl.DataFrame
     stored_mono: float
-    stored_at: datetime
     start: datetime
     end: datetime
     batches: Marker
@@ -92,15 +94,15 @@ class QueryCache:
             return None
         return entry.frame
 
-    def mark(self, start: datetime, end: datetime) -> tuple[datetime, Marker]:
-        """Call before computing a result to cache: the ledger's state for ``[start, end)``."""
-        stored_at = datetime.now(UTC)
-        return stored_at, self._touching(stored_at, start, end)
+    def mark(self, start: datetime, end: datetime) -> Marker | None:
+        """Call before computing a result to cache: the state of ``[start, end)`` (None: do not
+        cache, the schema predates migration 0007)."""
+        return self._touching(None, start, end)
 
     def put(self, key: Hashable, frame: pl.DataFrame, start: datetime, end: datetime,
-            marker: tuple[datetime, Marker]) -> None:
+            marker: Marker) -> None:
         with self._lock:
-            self._entries[key] = _Entry(frame, time.monotonic(), marker[0], start, end, marker[1])
+            self._entries[key] = _Entry(frame, time.monotonic(), start, end, marker)
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
@@ -110,21 +112,21 @@ class QueryCache:
             self._entries.clear()
 
     def _changed(self, entry: _Entry) -> bool:
-        return self._touching(entry.stored_at, entry.start, entry.end) != entry.batches
+        return self._touching(entry.batches[0], entry.start, entry.end) != entry.batches
 
-    def _touching(self, stored_at: datetime, start: datetime, end: datetime) -> Marker:
+    def _touching(self, xmin: str | None, start: datetime, end: datetime) -> Marker | None:
         try:
-            params = {"since": stored_at - LEDGER_SLACK, "end": end, "start": start}
+            params = {"xmin": xmin, "end": end, "start": start}
             with self._db.connection() as conn, conn.cursor() as cur:
                 try:
                     with conn.transaction():
                         cur.execute(_TOUCHING, params)
-                except psycopg.errors.UndefinedTable:  # schema older than the cold tier (0005)
-                    cur.execute(_TOUCHING_LEDGER, params)
+                except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn):
+                    return None  # a schema older than migration 0007: never cache
                 row = cur.fetchone()
         except Exception as exc:
             raise translate(exc, action="check the query cache") from exc
-        return (int(row[0]), row[1]) if row else (0, None)
+        return (str(row[0]), int(row[1]), row[2]) if row else None
 
 
 @dataclass

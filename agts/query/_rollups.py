@@ -11,8 +11,10 @@ editions keep the same bookkeeping in ``agts.rollup_state`` (watermark) and
   (the tail after the watermark, late-arriving points) is computed from raw points in the same SQL
   statement, so the answer equals the raw computation.
 
-A batch whose transaction started more than :data:`LEDGER_OVERLAP` before a refresh but committed
-after it is the one case this bookkeeping can miss (ingest transactions last milliseconds).
+Which batches a refresh still has to look at is decided by transaction id (migration 0007): a
+refresh records the xmin of its snapshot, every transaction below it had ended when the refresh
+looked, so only ledger batches with ``xid >= xmin`` can be unseen. A batch whose transaction was
+open for hours is caught like any other.
 """
 
 from __future__ import annotations
@@ -27,11 +29,10 @@ from agts.errors import translate
 from agts.query._aggregate import PARTIAL_COLUMNS
 from agts.query._args import AggSpec
 
-__all__ = ["LEDGER_OVERLAP", "ROLLUPS", "Rollup", "RollupView", "choose", "read_view", "refresh"]
+__all__ = ["ROLLUPS", "Rollup", "RollupView", "choose", "read_view", "refresh"]
 
 log = logging.getLogger(__name__)
 
-LEDGER_OVERLAP = timedelta(minutes=10)
 #: Key of the transaction advisory lock serializing refreshes (bytes of "agtsrllp").
 LOCK_KEY = int.from_bytes(b"agtsrllp", "big") & 0x7FFFFFFFFFFFFFFF
 
@@ -86,7 +87,7 @@ SELECT s.watermark,
        (SELECT range_agg(tstzrange(time_bucket(s.width, b.min_time),
                                    time_bucket(s.width, b.max_time) + s.width))::text
         FROM agts.ingest_batches AS b
-        WHERE b.ingested_at > coalesce(s.refreshed_at, '-infinity') - %(overlap)s
+        WHERE b.xid >= s.seen_xmin
           AND b.min_time IS NOT NULL AND b.min_time < s.watermark
           AND b.min_time < %(end)s AND b.max_time >= %(start)s
           AND NOT EXISTS (SELECT 1 FROM agts.rollup_seen_batches AS x
@@ -99,8 +100,7 @@ def read_view(db: Database, rollup: Rollup, start: datetime, end: datetime) -> R
     """The rollup's watermark and the dirty ranges overlapping ``[start, end)``."""
     try:
         with db.connection() as conn, conn.cursor() as cur:
-            cur.execute(_VIEW, {"overlap": LEDGER_OVERLAP, "start": start, "end": end,
-                                "rollup": rollup.name})
+            cur.execute(_VIEW, {"start": start, "end": end, "rollup": rollup.name})
             row = cur.fetchone()
     except Exception as exc:
         raise translate(exc, action=f"read the state of {rollup.table}") from exc
@@ -110,10 +110,10 @@ def read_view(db: Database, rollup: Rollup, start: datetime, end: datetime) -> R
 
 
 _UNSEEN = """
-SELECT b.batch_id, b.ingested_at, time_bucket(%(width)s, b.min_time),
+SELECT b.batch_id, b.xid, time_bucket(%(width)s, b.min_time),
        time_bucket(%(width)s, b.max_time) + %(width)s
 FROM agts.ingest_batches AS b
-WHERE b.ingested_at > coalesce(%(refreshed_at)s, '-infinity'::timestamptz) - %(overlap)s
+WHERE b.xid >= %(xmin)s
   AND NOT EXISTS (SELECT 1 FROM agts.rollup_seen_batches AS x
                   WHERE x.rollup = %(rollup)s AND x.batch_id = b.batch_id)
 """
@@ -138,13 +138,18 @@ CROSS JOIN LATERAL (SELECT p.time FROM agts.metric_points AS p WHERE p.series_id
 """
 
 
-def _plan(cur: Any, rollup: Rollup) -> tuple[list[Any], list[tuple[datetime, datetime]], Any]:
-    """Read the state and the unseen batches: (batches, ranges to materialize, new watermark)."""
-    cur.execute("SELECT watermark, refreshed_at, time_bucket(width, now()) FROM agts.rollup_state "
+def _plan(cur: Any, rollup: Rollup) -> tuple[list[Any], list[tuple[datetime, datetime]], Any, Any]:
+    """Read the state and the unseen batches: (batches, ranges to materialize, new watermark,
+    new xmin).
+
+    The new xmin is taken by the first statement, so every later statement (the batch list, the
+    materialization) sees at least every transaction below it.
+    """
+    cur.execute("SELECT watermark, seen_xmin, time_bucket(width, now()), "
+                "pg_snapshot_xmin(pg_current_snapshot()) FROM agts.rollup_state "
                 "WHERE rollup = %s FOR UPDATE", (rollup.name,))
-    watermark, refreshed_at, new_watermark = cur.fetchone()
-    cur.execute(_UNSEEN, {"width": rollup.width, "refreshed_at": refreshed_at,
-                          "overlap": LEDGER_OVERLAP, "rollup": rollup.name})
+    watermark, xmin, new_watermark, new_xmin = cur.fetchone()
+    cur.execute(_UNSEEN, {"width": rollup.width, "xmin": xmin, "rollup": rollup.name})
     batches = cur.fetchall()
     low = watermark
     if low is None:
@@ -153,19 +158,22 @@ def _plan(cur: Any, rollup: Rollup) -> tuple[list[Any], list[tuple[datetime, dat
     ranges = [(low, new_watermark)]
     if watermark is not None:
         ranges += [(b[2], min(b[3], watermark)) for b in batches if b[2] < watermark]
-    return batches, _merge(ranges), new_watermark
+    return batches, _merge(ranges), new_watermark, new_xmin
 
 
-def _record(cur: Any, rollup: Rollup, batches: list[Any], new_watermark: Any) -> None:
+def _record(cur: Any, rollup: Rollup, batches: list[Any], new_watermark: Any,
+            new_xmin: Any) -> None:
     if batches:
         cur.executemany(
-            "INSERT INTO agts.rollup_seen_batches (rollup, batch_id, ingested_at) "
-            "VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+            "INSERT INTO agts.rollup_seen_batches (rollup, batch_id, ingested_at, xid) "
+            "VALUES (%s, %s, now(), %s) ON CONFLICT DO NOTHING",
             [(rollup.name, b[0], b[1]) for b in batches])
     cur.execute("UPDATE agts.rollup_state SET watermark = greatest(watermark, %s), "
-                "refreshed_at = now() WHERE rollup = %s", (new_watermark, rollup.name))
-    cur.execute("DELETE FROM agts.rollup_seen_batches WHERE rollup = %s "
-                "AND ingested_at <= now() - %s", (rollup.name, LEDGER_OVERLAP))
+                "seen_xmin = greatest(seen_xmin, %s), refreshed_at = now() WHERE rollup = %s",
+                (new_watermark, new_xmin, rollup.name))
+    # Batches below the xmin are never candidates again: their seen rows have done their job.
+    cur.execute("DELETE FROM agts.rollup_seen_batches WHERE rollup = %s AND xid < %s",
+                (rollup.name, new_xmin))
 
 
 def refresh(db: Database, *, community: bool) -> dict[str, int]:
@@ -187,13 +195,13 @@ def _refresh_table(db: Database, rollup: Rollup) -> int:
               "FROM agts.metric_points AS p WHERE p.time >= %s AND p.time < %s GROUP BY 1, 2")
     with db.connection() as conn, conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
-        batches, ranges, new_watermark = _plan(cur, rollup)
+        batches, ranges, new_watermark, new_xmin = _plan(cur, rollup)
         for low, high in ranges:
             cur.execute(f"DELETE FROM {rollup.table} WHERE bucket >= %s AND bucket < %s",
                         (low, high))
             cur.execute(insert, (rollup.width, low, high))
             log.debug("%s: materialized [%s, %s): %d rows", rollup.name, low, high, cur.rowcount)
-        _record(cur, rollup, batches, new_watermark)
+        _record(cur, rollup, batches, new_watermark, new_xmin)
     return len(ranges)
 
 
@@ -207,12 +215,12 @@ def _refresh_cagg(db: Database, rollup: Rollup) -> int:
             conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
             try:
                 with conn.transaction(), conn.cursor() as cur:
-                    batches, ranges, new_watermark = _plan(cur, rollup)
+                    batches, ranges, new_watermark, new_xmin = _plan(cur, rollup)
                 for low, high in ranges:
                     conn.execute("CALL refresh_continuous_aggregate(%s, %s, %s)",
                                  (rollup.table, low, high))
                 with conn.transaction(), conn.cursor() as cur:
-                    _record(cur, rollup, batches, new_watermark)
+                    _record(cur, rollup, batches, new_watermark, new_xmin)
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
         finally:
