@@ -21,7 +21,7 @@ from agts.archive._archiver import Archiver
 from agts.archive._store import ArchiveStore
 from agts.archive._tables import METRICS, TableSpec, chunks, table_specs
 from agts.query._args import to_utc
-from agts.retention._policy import TablePolicy, metric_policies, table_policies
+from agts.retention._policy import MetricPolicy, TablePolicy, metric_policies, table_policies
 
 if TYPE_CHECKING:
     from agts._engine import StorageEngine
@@ -57,6 +57,10 @@ class RetentionReport:
         root is configured while ``archive_before_drop`` is on).
     native_jobs : list of str
         TimescaleDB jobs installed or updated (Community).
+    rollups_refreshed : dict of str to int
+        Time ranges materialized per rollup by the refresh that runs before metric points are
+        dropped or deleted (empty when none expired): the rollups then keep the aggregates of
+        what leaves the hot tier.
     """
 
     now: datetime
@@ -73,6 +77,7 @@ class RetentionReport:
     duration_sec: float = 0.0
     skipped: list[tuple[str, str]] = field(default_factory=list)
     native_jobs: list[str] = field(default_factory=list)
+    rollups_refreshed: dict[str, int] = field(default_factory=dict)
 
 
 def run_retention(engine: StorageEngine, *, now: Any = None, dry_run: bool = False) -> RetentionReport:
@@ -105,6 +110,10 @@ def run_retention(engine: StorageEngine, *, now: Any = None, dry_run: bool = Fal
             f"per_metric_days {settings.per_metric_days[name]} is longer than "
             f"metrics_retention_days {settings.metrics_retention_days}: whole chunks are dropped "
             "at the table's horizon")))
+    if metrics is not None and not dry_run and _metrics_expire(engine, metrics, shorter):
+        # Before points leave the hot tier, so the 1-minute and 1-hour aggregates of every
+        # expiring bucket are materialized (rollups are kept past the raw points' retention).
+        report.rollups_refreshed = engine.refresh_rollups()
     if metrics is not None:
         for policy in shorter:
             _expire(engine, store, metrics.spec, policy.cutoff, report, dry_run=dry_run,
@@ -116,6 +125,16 @@ def run_retention(engine: StorageEngine, *, now: Any = None, dry_run: bool = Fal
     report.duration_sec = time.perf_counter() - began
     log.info("retention run: %s", report)
     return report
+
+
+def _metrics_expire(engine: StorageEngine, metrics: TablePolicy,
+                    shorter: list[MetricPolicy]) -> bool:
+    """Whether metric points expire in this run (whole chunks or a shorter per-metric policy)."""
+    with engine.db.connection() as conn:
+        if chunks(conn, metrics.spec, end=metrics.cutoff):
+            return True
+        return any(chunks(conn, metrics.spec, start=metrics.cutoff, end=p.cutoff)
+                   for p in shorter)
 
 
 def _expire(
