@@ -344,6 +344,18 @@ class StorageEngine:
         materialized per rollup. Queries are exact without it; it only makes them faster."""
         return self._queries().refresh_rollups()
 
+    def rollup_status(self) -> pl.DataFrame:
+        """How fresh the rollups are: one row per rollup with ``rollup``, ``width``, ``kind``
+        (``table`` on the Apache edition, ``continuous aggregate`` on Community), ``watermark``
+        (buckets before it are materialized), ``refreshed_at``, ``lag`` (now - watermark) and
+        ``pending_batches`` (ingest batches the next refresh still has to take in).
+
+        A growing lag on the Apache edition means nothing schedules :meth:`refresh_rollups`:
+        run ``agts rollups refresh --every 1m`` (or from cron). Queries stay exact either way;
+        only their speed depends on it.
+        """
+        return self._queries().rollup_status()
+
     def query_stats(self) -> pl.DataFrame:
         """Query statistics since connect: per kind (``raw``, ``aggregated``, ``multi``,
         ``stream``, ``refresh_rollups``) the queries, rows, latency (mean/p50/p95/max ms) and cache

@@ -4,6 +4,10 @@ the archive / storage / retention commands end to end in subprocesses on a real 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,7 +21,7 @@ from tests.test_cli import run_cli
 LEAVES = [
     ["local"], ["migrate"], ["status"], ["demo"], ["roles"], ["archive", "export"],
     ["archive", "restore"], ["archive", "list"], ["retention", "run"], ["storage"], ["ingest"],
-    ["query"],
+    ["query"], ["rollups", "refresh"], ["rollups", "status"],
 ]
 DAY = datetime(2025, 6, 1, tzinfo=UTC)
 
@@ -100,6 +104,41 @@ def test_storage_and_retention_text(config: agts.StorageConfig, tmp_path: Path) 
     assert "(dry run)" in dry.stdout
     assert not list(tmp_path.rglob("*.parquet"))  # a dry run writes nothing
     bad = run_cli("retention", "run", "--every", "soon", config=config)
+    assert bad.returncode == 2 and "interval must be a positive number" in bad.stderr
+
+
+def test_rollups_refresh_and_status(config: agts.StorageConfig) -> None:
+    _points(config)
+    before = run_cli("rollups", "status", "--json", config=config)
+    assert before.returncode == 0, before.stderr
+    state = {r["rollup"]: r for r in json.loads(before.stdout)}
+    assert set(state) == {"rollup_1m", "rollup_1h"}
+    assert state["rollup_1h"]["watermark"] is None and state["rollup_1h"]["pending_batches"] == 1
+    assert state["rollup_1m"]["width"] == 60.0
+    once = run_cli("rollups", "refresh", config=config)
+    assert once.returncode == 0, once.stderr
+    assert once.stdout.startswith("refreshed: rollup_1h 1 range(s), rollup_1m 1 range(s) in ")
+    after = {r["rollup"]: r for r in json.loads(run_cli("rollups", "status", "--json",
+                                                        config=config).stdout)}
+    assert after["rollup_1h"]["pending_batches"] == 0 and after["rollup_1h"]["watermark"]
+    assert 0 <= after["rollup_1h"]["lag"] <= 3600
+    text = run_cli("rollups", "status", config=config)
+    assert "rollup_1m  (table): materialized before 20" in text.stdout
+    assert "0 ingest batch(es) pending" in text.stdout
+    # --every: refreshes until SIGTERM, then exits 0
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGTS_")}
+    env["AGTS_DSN"] = config.database.conninfo()
+    service = subprocess.Popen([sys.executable, "-m", "agts.cli", "rollups", "refresh", "--every",
+                                "1s", "--json"], stdout=subprocess.PIPE, text=True, env=env)
+    assert service.stdout is not None
+    lines = []
+    while sum(line == "}\n" for line in lines) < 2:
+        lines.append(service.stdout.readline())
+    service.send_signal(signal.SIGTERM)
+    rest, _ = service.communicate(timeout=30)
+    assert service.returncode == 0
+    assert '"ranges_materialized"' in "".join(lines)
+    bad = run_cli("rollups", "refresh", "--every", "0m", config=config)
     assert bad.returncode == 2 and "interval must be a positive number" in bad.stderr
 
 

@@ -29,6 +29,7 @@ _COMMANDS = [
     "agts.cli._roles",
     "agts.cli._archive",
     "agts.cli._retention",
+    "agts.cli._rollups",
     "agts.cli._ingest",
     "agts.cli._query",
 ]

@@ -25,6 +25,19 @@ def engine_from_args(args: argparse.Namespace) -> StorageEngine:
     return connect(config_from_args(args))
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_interval(text: str) -> float:
+    """``--every`` values: a positive whole number with a unit s, m, h or d, in seconds."""
+    text = text.strip()
+    unit = text[-1:]
+    if unit not in _UNITS or not text[:-1].isdigit() or int(text[:-1]) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"interval must be a positive number with a unit s, m, h or d, got {text!r}")
+    return int(text[:-1]) * _UNITS[unit]
+
+
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
 

@@ -9,12 +9,9 @@ import threading
 from dataclasses import asdict
 from typing import Any
 
-from agts.cli._common import add_json_flag, engine_from_args, print_json
+from agts.cli._common import add_json_flag, engine_from_args, parse_interval, print_json
 
 log = logging.getLogger(__name__)
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
 
 def register(sub: Any) -> None:
     retention = sub.add_parser(
@@ -26,7 +23,7 @@ def register(sub: Any) -> None:
     )
     actions = retention.add_subparsers(dest="action", metavar="ACTION", required=True)
     run_parser = actions.add_parser("run", help="run the policy now (or every INTERVAL)")
-    run_parser.add_argument("--every", metavar="INTERVAL", type=_interval,
+    run_parser.add_argument("--every", metavar="INTERVAL", type=parse_interval,
                             help="repeat every INTERVAL (30m, 1h, 1d) until interrupted")
     run_parser.add_argument("--dry-run", action="store_true", help="report, change nothing")
     add_json_flag(run_parser)
@@ -42,15 +39,6 @@ def register(sub: Any) -> None:
                          help="measure growth over the last N days (default 7)")
     add_json_flag(storage)
     storage.set_defaults(func=run_storage)
-
-
-def _interval(text: str) -> float:
-    text = text.strip()
-    unit = text[-1:]
-    if unit not in _UNITS or not text[:-1].isdigit() or int(text[:-1]) <= 0:
-        raise argparse.ArgumentTypeError(
-            f"interval must be a positive number with a unit s, m, h or d, got {text!r}")
-    return int(text[:-1]) * _UNITS[unit]
 
 
 def _print_report(report: Any, as_json: bool) -> None:

@@ -24,12 +24,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import polars as pl
+
 from agts.db._database import Database
 from agts.errors import translate
 from agts.query._aggregate import PARTIAL_COLUMNS
 from agts.query._args import AggSpec
 
-__all__ = ["ROLLUPS", "Rollup", "RollupView", "choose", "read_view", "refresh"]
+__all__ = ["ROLLUPS", "Rollup", "RollupView", "choose", "read_view", "refresh", "status"]
 
 log = logging.getLogger(__name__)
 
@@ -226,3 +228,28 @@ def _refresh_cagg(db: Database, rollup: Rollup) -> int:
         finally:
             conn.autocommit = False
     return len(ranges)
+
+
+_STATUS = """
+SELECT s.rollup, s.width, s.watermark, s.refreshed_at, now() - s.watermark,
+       (SELECT count(*) FROM agts.ingest_batches AS b
+        WHERE b.xid >= s.seen_xmin AND b.min_time IS NOT NULL
+          AND NOT EXISTS (SELECT 1 FROM agts.rollup_seen_batches AS x
+                          WHERE x.rollup = s.rollup AND x.batch_id = b.batch_id))
+FROM agts.rollup_state AS s ORDER BY s.width
+"""
+
+
+def status(db: Database, *, community: bool) -> pl.DataFrame:
+    """One row per rollup: how fresh it is and how much the next refresh has to take in."""
+    try:
+        with db.connection() as conn:
+            rows = conn.execute(_STATUS).fetchall()
+    except Exception as exc:
+        raise translate(exc, action="read the rollup state") from exc
+    kind = "continuous aggregate" if community else "table"
+    return pl.DataFrame(
+        [(r[0], r[1], kind, r[2], r[3], r[4], r[5]) for r in rows], orient="row",
+        schema={"rollup": pl.String, "width": pl.Duration("us"), "kind": pl.String,
+                "watermark": pl.Datetime("us", "UTC"), "refreshed_at": pl.Datetime("us", "UTC"),
+                "lag": pl.Duration("us"), "pending_batches": pl.Int64})

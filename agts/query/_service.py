@@ -34,7 +34,7 @@ from agts.query._args import (
 )
 from agts.query._cache import QueryCache, QueryStats
 from agts.query._raw import empty_raw, fetch_page, iter_pages, with_series
-from agts.query._rollups import choose, read_view, refresh
+from agts.query._rollups import choose, read_view, refresh, status
 from agts.query._series import fetch_arrow, resolve_series
 
 __all__ = ["AggregatedArgs", "MetricsQueries", "check_aggregated", "next_cursor"]
@@ -315,6 +315,9 @@ class MetricsQueries:
         self.stats.record("refresh_rollups", seconds=time.perf_counter() - began, rows=0,
                           cache=None)
         return done
+
+    def rollup_status(self) -> pl.DataFrame:
+        return status(self._db, community=self._community)
 
 
 def _wide_raw(frame: pl.DataFrame, names: list[str]) -> pl.DataFrame:
