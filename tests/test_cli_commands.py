@@ -135,7 +135,7 @@ def test_rollups_refresh_and_status(config: agts.StorageConfig) -> None:
     while sum(line == "}\n" for line in lines) < 2:
         lines.append(service.stdout.readline())
     service.send_signal(signal.SIGTERM)
-    rest, _ = service.communicate(timeout=30)
+    service.communicate(timeout=30)
     assert service.returncode == 0
     assert '"ranges_materialized"' in "".join(lines)
     bad = run_cli("rollups", "refresh", "--every", "0m", config=config)
