@@ -16,6 +16,7 @@ import pytest
 
 import agts
 from agts.cli import build_parser
+from agts.cli._common import repeat
 from tests.test_cli import run_cli
 
 LEAVES = [
@@ -131,13 +132,13 @@ def test_rollups_refresh_and_status(config: agts.StorageConfig) -> None:
     service = subprocess.Popen([sys.executable, "-m", "agts.cli", "rollups", "refresh", "--every",
                                 "1s", "--json"], stdout=subprocess.PIPE, text=True, env=env)
     assert service.stdout is not None
-    lines = []
-    while sum(line == "}\n" for line in lines) < 2:
-        lines.append(service.stdout.readline())
+    rounds = [json.loads(service.stdout.readline()) for _ in range(2)]  # JSON Lines
     service.send_signal(signal.SIGTERM)
     service.communicate(timeout=30)
     assert service.returncode == 0
-    assert '"ranges_materialized"' in "".join(lines)
+    for r in rounds:  # nothing new since the first refresh (a new minute or hour: one range)
+        assert set(r["ranges_materialized"]) == {"rollup_1h", "rollup_1m"}
+        assert set(r["ranges_materialized"].values()) <= {0, 1} and r["seconds"] >= 0
     bad = run_cli("rollups", "refresh", "--every", "0m", config=config)
     assert bad.returncode == 2 and "interval must be a positive number" in bad.stderr
 
@@ -161,3 +162,26 @@ def test_connection_flags_work_before_and_after_the_command(
     unreachable = run_cli("--config", str(settings), *command, "--config", str(broken))
     assert unreachable.returncode == 3
     assert "127.0.0.1:1" in unreachable.stderr
+
+
+def test_a_repeating_service_outlives_transient_errors(caplog: pytest.LogCaptureFixture) -> None:
+    outcomes: list[BaseException | None] = [
+        agts.ConnectError("server at 127.0.0.1:1 is restarting", transient=True), None,
+        agts.StorageError("permission denied for table metric_points")]
+    calls = []
+
+    def step() -> None:
+        calls.append(1)
+        outcome = outcomes.pop(0)
+        if outcome is not None:
+            raise outcome
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(agts.StorageError, match="permission denied"):
+        repeat(0.01, step, what="rollup refresh")
+    assert len(calls) == 3  # the transient error was logged and the next round ran
+    assert "rollup refresh failed, trying again in 0.01s: server at 127.0.0.1:1" in caplog.text
+    assert signal.getsignal(signal.SIGTERM) == before  # handlers put back
+    once = [agts.ConnectError("down", transient=True)]
+    with pytest.raises(agts.ConnectError):  # run once (no --every): no retry
+        repeat(None, lambda: (_ for _ in ()).throw(once[0]), what="retention run")

@@ -104,6 +104,27 @@ def test_rollups_are_refreshed_before_points_leave_the_hot_tier(any_edition: agt
         assert eng.run_retention(now=NOW).rollups_refreshed == {}  # nothing expires any more
 
 
+
+def test_a_late_point_for_an_archived_hour_keeps_other_series_rollups(
+        engine: agts.StorageEngine, tmp_path: Path) -> None:
+    # Apache: refreshes upsert per (bucket, series); a delete of the whole bucket range would take
+    # the aggregates of every series of that hour with it, their raw points being archived.
+    frame = _points(DAYS)
+    engine.insert_metrics_batch(frame)
+    with _engine(engine, tmp_path, metrics_retention_days=90) as eng:
+        eng.run_retention(now=NOW)
+        late = _day(120) + timedelta(hours=3, minutes=30)
+        eng.insert_metrics_batch(pl.DataFrame({
+            "timestamp": [late], "metric_name": ["latency"], "value": [-1.0],
+            "labels": [None]}, schema=frame.schema))
+        eng.refresh_rollups()
+        pnl = eng.query_aggregated("pnl", _day(120), _day(119), "1h", "avg")
+        assert pnl.get_column("avg").to_list() == [12000.0 + i for i in range(24)]
+        # exact over hot and cold together, the late point included
+        exact = eng.query_aggregated("latency", _day(120), _day(119), "1h", "count", tiers="all")
+        assert exact.get_column("count").to_list() == [1, 1, 1, 2] + [1] * 20
+
+
 def test_without_archive_before_drop_chunks_are_dropped(any_edition: agts.StorageEngine) -> None:
     # Real time here: on Community the run installs the native retention job, which drops by the
     # clock, in the background, possibly before the run gets to the chunks itself.

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import signal
+import threading
+from collections.abc import Callable
 from datetime import date, datetime
 from typing import Any
 
 from agts._engine import StorageEngine, connect
 from agts.config import StorageConfig
+from agts.errors import StorageError
+
+log = logging.getLogger(__name__)
 
 
 def config_from_args(args: argparse.Namespace) -> StorageConfig:
@@ -36,6 +43,33 @@ def parse_interval(text: str) -> float:
         raise argparse.ArgumentTypeError(
             f"interval must be a positive number with a unit s, m, h or d, got {text!r}")
     return int(text[:-1]) * _UNITS[unit]
+
+
+def repeat(every: float | None, step: Callable[[], None], *, what: str) -> int:
+    """Run ``step`` once, or every ``every`` seconds until SIGTERM/SIGINT (exit code 0).
+
+    In a repeating service a transient error (the database restarting, a lost connection) is
+    logged and the next round tries again; a terminal one ends the service with its error.
+    """
+    if not every:
+        step()
+        return 0
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while True:
+            try:
+                step()
+            except StorageError as exc:
+                if not exc.transient:
+                    raise
+                log.warning("%s failed, trying again in %gs: %s", what, every, exc)
+            if stop.wait(every):
+                return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
-import threading
 from dataclasses import asdict
 from typing import Any
 
-from agts.cli._common import add_json_flag, engine_from_args, parse_interval, print_json
+from agts.cli._common import add_json_flag, engine_from_args, parse_interval, print_json, repeat
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +49,9 @@ def _print_report(report: Any, as_json: bool) -> None:
           f"({report.rows_archived} rows); dropped {report.chunks_dropped} ({report.rows_dropped} "
           f"rows); per-metric deletes {report.rows_deleted} rows")
     print(f"  bytes {report.bytes_before} -> {report.bytes_after} in {report.duration_sec:.2f}s")
+    if report.rollups_refreshed:
+        parts = ", ".join(f"{k} {v} range(s)" for k, v in sorted(report.rollups_refreshed.items()))
+        print(f"  rollups refreshed first: {parts}")
     for job in report.native_jobs:
         print(f"  job: {job}")
     for what, why in report.skipped:
@@ -58,16 +59,9 @@ def _print_report(report: Any, as_json: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    stop = threading.Event()
-    if args.every:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
     with engine_from_args(args) as engine:
-        while True:
-            report = engine.run_retention(dry_run=args.dry_run)
-            _print_report(report, args.json)
-            if not args.every or stop.wait(args.every):
-                return 0
+        return repeat(args.every, lambda: _print_report(
+            engine.run_retention(dry_run=args.dry_run), args.json), what="retention run")
 
 
 def run_storage(args: argparse.Namespace) -> int:

@@ -4,12 +4,11 @@ status``."""
 from __future__ import annotations
 
 import argparse
-import signal
-import threading
+import json
 import time
 from typing import Any
 
-from agts.cli._common import add_json_flag, engine_from_args, parse_interval, print_json
+from agts.cli._common import add_json_flag, engine_from_args, parse_interval, print_json, repeat
 
 
 def register(sub: Any) -> None:
@@ -32,22 +31,19 @@ def register(sub: Any) -> None:
 
 
 def run_refresh(args: argparse.Namespace) -> int:
-    stop = threading.Event()
-    if args.every:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
     with engine_from_args(args) as engine:
-        while True:
+        def step() -> None:
             began = time.perf_counter()
             done = engine.refresh_rollups()
             seconds = time.perf_counter() - began
-            if args.json:
-                print_json({"ranges_materialized": done, "seconds": round(seconds, 3)})
+            if args.json:  # one line per round: JSON Lines for a service's log
+                print(json.dumps({"ranges_materialized": done, "seconds": round(seconds, 3)},
+                                 sort_keys=True), flush=True)
             else:
                 parts = ", ".join(f"{name} {n} range(s)" for name, n in sorted(done.items()))
                 print(f"refreshed: {parts} in {seconds:.2f}s", flush=True)
-            if not args.every or stop.wait(args.every):
-                return 0
+
+        return repeat(args.every, step, what="rollup refresh")
 
 
 def run_status(args: argparse.Namespace) -> int:

@@ -28,7 +28,7 @@ import polars as pl
 
 from agts.db._database import Database
 from agts.errors import translate
-from agts.query._aggregate import PARTIAL_COLUMNS
+from agts.query._aggregate import PARTIAL_COLUMNS, ROLLUP_COLUMNS
 from agts.query._args import AggSpec
 
 __all__ = ["ROLLUPS", "Rollup", "RollupView", "choose", "read_view", "refresh", "status"]
@@ -112,10 +112,10 @@ def read_view(db: Database, rollup: Rollup, start: datetime, end: datetime) -> R
 
 
 _UNSEEN = """
-SELECT b.batch_id, b.xid, time_bucket(%(width)s, b.min_time),
+SELECT b.batch_id, b.xid::text, time_bucket(%(width)s, b.min_time),
        time_bucket(%(width)s, b.max_time) + %(width)s
 FROM agts.ingest_batches AS b
-WHERE b.xid >= %(xmin)s
+WHERE b.xid >= %(xmin)s::xid8 AND b.min_time IS NOT NULL
   AND NOT EXISTS (SELECT 1 FROM agts.rollup_seen_batches AS x
                   WHERE x.rollup = %(rollup)s AND x.batch_id = b.batch_id)
 """
@@ -147,8 +147,8 @@ def _plan(cur: Any, rollup: Rollup) -> tuple[list[Any], list[tuple[datetime, dat
     The new xmin is taken by the first statement, so every later statement (the batch list, the
     materialization) sees at least every transaction below it.
     """
-    cur.execute("SELECT watermark, seen_xmin, time_bucket(width, now()), "
-                "pg_snapshot_xmin(pg_current_snapshot()) FROM agts.rollup_state "
+    cur.execute("SELECT watermark, seen_xmin::text, time_bucket(width, now()), "
+                "pg_snapshot_xmin(pg_current_snapshot())::text FROM agts.rollup_state "
                 "WHERE rollup = %s FOR UPDATE", (rollup.name,))
     watermark, xmin, new_watermark, new_xmin = cur.fetchone()
     cur.execute(_UNSEEN, {"width": rollup.width, "xmin": xmin, "rollup": rollup.name})
@@ -168,13 +168,13 @@ def _record(cur: Any, rollup: Rollup, batches: list[Any], new_watermark: Any,
     if batches:
         cur.executemany(
             "INSERT INTO agts.rollup_seen_batches (rollup, batch_id, ingested_at, xid) "
-            "VALUES (%s, %s, now(), %s) ON CONFLICT DO NOTHING",
+            "VALUES (%s, %s, now(), %s::xid8) ON CONFLICT DO NOTHING",
             [(rollup.name, b[0], b[1]) for b in batches])
     cur.execute("UPDATE agts.rollup_state SET watermark = greatest(watermark, %s), "
-                "seen_xmin = greatest(seen_xmin, %s), refreshed_at = now() WHERE rollup = %s",
+                "seen_xmin = greatest(seen_xmin, %s::xid8), refreshed_at = now() WHERE rollup = %s",
                 (new_watermark, new_xmin, rollup.name))
     # Batches below the xmin are never candidates again: their seen rows have done their job.
-    cur.execute("DELETE FROM agts.rollup_seen_batches WHERE rollup = %s AND xid < %s",
+    cur.execute("DELETE FROM agts.rollup_seen_batches WHERE rollup = %s AND xid < %s::xid8",
                 (rollup.name, new_xmin))
 
 
@@ -190,18 +190,23 @@ def refresh(db: Database, *, community: bool) -> dict[str, int]:
     return done
 
 
+_COLUMNS = ROLLUP_COLUMNS.split(", ")
+
+
 def _refresh_table(db: Database, rollup: Rollup) -> int:
-    insert = (f"INSERT INTO {rollup.table} (bucket, series_id, n, total, mn, mx, m2, first_time, "
-              "first_value, last_time, last_value) "
+    # An upsert per (bucket, series) that has raw points, not a delete of the whole range: rollups
+    # outlive the raw points retention drops, and a late point for an archived hour must not take
+    # every other series' aggregate of that hour with it.
+    upsert = (f"INSERT INTO {rollup.table} (bucket, series_id, {', '.join(_COLUMNS)}) "
               f"SELECT time_bucket(%s, p.time), p.series_id, {PARTIAL_COLUMNS} "
-              "FROM agts.metric_points AS p WHERE p.time >= %s AND p.time < %s GROUP BY 1, 2")
+              "FROM agts.metric_points AS p WHERE p.time >= %s AND p.time < %s GROUP BY 1, 2 "
+              "ON CONFLICT (series_id, bucket) DO UPDATE SET "
+              + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS))
     with db.connection() as conn, conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
         batches, ranges, new_watermark, new_xmin = _plan(cur, rollup)
         for low, high in ranges:
-            cur.execute(f"DELETE FROM {rollup.table} WHERE bucket >= %s AND bucket < %s",
-                        (low, high))
-            cur.execute(insert, (rollup.width, low, high))
+            cur.execute(upsert, (rollup.width, low, high))
             log.debug("%s: materialized [%s, %s): %d rows", rollup.name, low, high, cur.rowcount)
         _record(cur, rollup, batches, new_watermark, new_xmin)
     return len(ranges)

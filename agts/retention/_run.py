@@ -121,6 +121,10 @@ def run_retention(engine: StorageEngine, *, now: Any = None, dry_run: bool = Fal
     for table in policies:
         _expire(engine, store, table.spec, table.cutoff, report, dry_run=dry_run)
 
+    if report.chunks_dropped or report.rows_deleted:
+        # Archived drops void cached frames through the cold tier's units; drops without an
+        # archive leave no such trace, so at least this engine forgets what it cached.
+        engine.clear_query_cache()
     report.bytes_after = _bytes(engine, [p.spec for p in policies])
     report.duration_sec = time.perf_counter() - began
     log.info("retention run: %s", report)

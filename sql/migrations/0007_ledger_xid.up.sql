@@ -14,22 +14,23 @@
 -- cache exact. Exact in both directions: a transaction open for hours is still caught.
 --
 -- Existing rows: batches that every rollup has certainly seen under the old rule (begun more than
--- ten minutes before the rollups' oldest refresh) get xid 0, below every xmin; the rest get this
--- migration's own xid, above the xmin recorded here, so the next refresh looks at them once more.
+-- ten minutes before the rollups' oldest refresh) keep xid 0, below every xmin; the rest (found by
+-- the ingested_at index, so a large ledger is not rewritten) get this migration's own xid, which
+-- is above the xmin recorded here, so the next refresh looks at them once more.
 
-ALTER TABLE agts.ingest_batches ADD COLUMN xid xid8;
-UPDATE agts.ingest_batches SET xid = CASE
-    WHEN ingested_at <= (SELECT min(coalesce(refreshed_at, '-infinity')) FROM agts.rollup_state)
-                        - INTERVAL '10 minutes' THEN '0'::xid8
-    ELSE pg_current_xact_id() END;
+ALTER TABLE agts.ingest_batches ADD COLUMN xid xid8 NOT NULL DEFAULT '0';
+UPDATE agts.ingest_batches SET xid = pg_current_xact_id()
+WHERE ingested_at > (SELECT min(coalesce(refreshed_at, '-infinity')) FROM agts.rollup_state)
+                    - INTERVAL '10 minutes';
 ALTER TABLE agts.ingest_batches ALTER COLUMN xid SET DEFAULT pg_current_xact_id();
-ALTER TABLE agts.ingest_batches ALTER COLUMN xid SET NOT NULL;
 CREATE INDEX ingest_batches_xid_idx ON agts.ingest_batches (xid);
 COMMENT ON COLUMN agts.ingest_batches.xid IS
     'id of the transaction that wrote the batch (rollups and the query cache compare it with a snapshot xmin)';
 
+-- The snapshot's xmin, not this transaction's id: a writer that got its id before this migration
+-- and writes its ledger row after it stays at or above it.
 ALTER TABLE agts.rollup_state ADD COLUMN seen_xmin xid8 NOT NULL DEFAULT '0';
-UPDATE agts.rollup_state SET seen_xmin = pg_current_xact_id();
+UPDATE agts.rollup_state SET seen_xmin = pg_snapshot_xmin(pg_current_snapshot());
 COMMENT ON COLUMN agts.rollup_state.seen_xmin IS
     'xmin of the last refresh''s snapshot: every batch with a smaller xid was taken in';
 
