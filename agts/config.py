@@ -47,7 +47,9 @@ LOCAL_USER = "agts"
 class DatabaseConfig:
     """Where the database is and how to reach it.
 
-    ``dsn``, when given, wins over the individual fields it sets. ``password`` is hidden from
+    ``dsn``, when given, wins over the individual fields it sets (but
+    :meth:`StorageConfig.with_overrides` writes host, port, database, user and password into the
+    DSN, so an override means the same with or without one). ``password`` is hidden from
     ``repr``.
     """
 
@@ -329,8 +331,30 @@ class StorageConfig:
             current = getattr(self, name)
             data = {f.name: getattr(current, f.name) for f in fields(current)}
             _check_keys(name, values, data)
+            if name == "database" and data["dsn"] and "dsn" not in values:
+                values = _into_dsn(data["dsn"], values)
             changed[name] = _build(_SECTIONS[name], name, {**data, **values})
         return replace(self, **changed)
+
+
+#: Database fields a connection string can also set, with their libpq names.
+_DSN_KEYS = {"host": "host", "port": "port", "database": "dbname", "user": "user",
+             "password": "password"}
+
+
+def _into_dsn(dsn: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Overrides of a config that has a DSN: the fields the DSN also sets go into it, so that
+    ``with_overrides(database={"database": "other"})`` means the same with or without one."""
+    from psycopg.conninfo import make_conninfo
+
+    moved = {_DSN_KEYS[k]: v for k, v in values.items() if k in _DSN_KEYS and v is not None}
+    if not moved:
+        return dict(values)
+    try:
+        new_dsn = make_conninfo(dsn, **moved)
+    except Exception as exc:
+        raise ConfigError(f"database.dsn is not a valid connection string: {exc}") from None
+    return {**values, "dsn": new_dsn}
 
 
 def _default_file(env: Mapping[str, str]) -> Path | None:

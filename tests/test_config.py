@@ -52,6 +52,18 @@ def test_dsn_from_environment_wins_over_fields() -> None:
     assert cfg.database.describe() == "u1@h1:7000/d1"
 
 
+
+def test_overrides_of_a_dsn_config_go_into_the_dsn() -> None:
+    cfg = StorageConfig.load(env={"AGTS_DSN": "postgresql://u1:s3cret@h1:7000/d1?sslmode=disable"})
+    other = cfg.with_overrides(database={"database": "d2", "user": "u2", "password": "p2"})
+    assert other.database.describe() == "u2@h1:7000/d2"
+    conninfo = other.database.conninfo()
+    assert "dbname=d2" in conninfo and "password=p2" in conninfo and "sslmode=disable" in conninfo
+    assert "s3cret" not in repr(other) and "p2" not in repr(other.database)
+    assert cfg.with_overrides(database={"port": 7001}).database.describe() == "u1@h1:7001/d1"
+    assert cfg.with_overrides(database={"max_connections": 3}).database.dsn == cfg.database.dsn
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

@@ -109,6 +109,9 @@ def test_a_late_point_for_an_archived_hour_keeps_other_series_rollups(
         engine: agts.StorageEngine, tmp_path: Path) -> None:
     # Apache: refreshes upsert per (bucket, series); a delete of the whole bucket range would take
     # the aggregates of every series of that hour with it, their raw points being archived.
+    if engine.server.community:
+        pytest.skip("Apache-edition rollup tables: a continuous aggregate recomputes the whole "
+                    "bucket from the raw points left (documented in the README)")
     frame = _points(DAYS)
     engine.insert_metrics_batch(frame)
     with _engine(engine, tmp_path, metrics_retention_days=90) as eng:
@@ -194,10 +197,15 @@ def test_storage_report_tiers(engine: agts.StorageEngine, tmp_path: Path) -> Non
     assert chunks.columns == ["table", "tier", "chunk", "range_start", "range_end", "rows", "bytes",
                               "bytes_uncompressed"]
     metrics = chunks.filter(pl.col("table") == "metrics")
-    assert metrics.group_by("tier").len().sort("tier").rows() == [("cold", 3), ("hot", 4)]
+    tiers = dict(metrics.group_by("tier").len().rows())
+    if engine.server.community:  # compressed by the run or by the native job (on the real clock)
+        assert tiers.pop("cold") == 3 and sum(tiers.values()) == 4 and set(tiers) <= {"hot", "warm"}
+    else:
+        assert tiers == {"cold": 3, "hot": 4}
     assert metrics.filter(pl.col("tier") == "cold")["rows"].to_list() == [48, 48, 48]
     row = table.filter(pl.col("table") == "metrics").to_dicts()[0]
-    assert row["cold_bytes"] > 0 and row["hot_bytes"] > 0 and row["cold_rows"] == 144
+    assert row["cold_bytes"] > 0 and row["hot_bytes"] + row["warm_bytes"] > 0
+    assert row["cold_rows"] == 144
     assert row["retention_days"] == 90
     assert table.schema["projected_bytes_30d"] == pl.Int64
 

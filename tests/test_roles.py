@@ -27,11 +27,7 @@ def logins(engine: agts.StorageEngine, config: agts.StorageConfig) -> Iterator[d
             conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
                 sql.Identifier(login), sql.Literal(password)))
             created.append(login)
-            login_settings: dict[str, object] = {"user": login, "password": password}
-            if config.database.dsn:  # a DSN (AGTS_TEST_DSN) names its own user: replace it there
-                login_settings["dsn"] = psycopg.conninfo.make_conninfo(
-                    config.database.dsn, user=login, password=password)
-            out[kind] = config.with_overrides(database=login_settings)
+            out[kind] = config.with_overrides(database={"user": login, "password": password})
     grant_role(engine, names.reader, to=f"{prefix}_reader_login")
     grant_role(engine, names.writer, to=f"{prefix}_writer_login")
     out["_names"] = names  # type: ignore[assignment]
