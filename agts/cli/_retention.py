@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from dataclasses import asdict
 from typing import Any
 
 from agts.cli._common import add_json_flag, engine_from_args, parse_interval, print_json, repeat
 
-log = logging.getLogger(__name__)
 
 def register(sub: Any) -> None:
     retention = sub.add_parser(
