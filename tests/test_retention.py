@@ -126,6 +126,11 @@ def test_a_late_point_for_an_archived_hour_keeps_other_series_rollups(
         # exact over hot and cold together, the late point included
         exact = eng.query_aggregated("latency", _day(120), _day(119), "1h", "count", tiers="all")
         assert exact.get_column("count").to_list() == [1, 1, 1, 2] + [1] * 20
+        again = eng.run_retention(now=NOW)  # the late point stays hot, and the report says so
+        assert again.chunks_dropped == 0
+        assert [why for what, why in again.skipped if what.startswith("metrics [")] == [
+            "1 row(s) written after this range was archived and dropped stay in the hot tier; "
+            "tiers='all' reads them with the archive"]
 
 
 def test_without_archive_before_drop_chunks_are_dropped(any_edition: agts.StorageEngine) -> None:

@@ -158,6 +158,9 @@ class Archiver:
                 self._verify(unit, rows or 0, report)
             elif state == "verified" and drop:
                 self._drop(unit, rows or 0, report)
+            elif state == "dropped":
+                self._report_late_rows(unit, report)
+                return
             else:
                 return
 
@@ -307,6 +310,16 @@ class Archiver:
         report.units_dropped += 1
         report.rows_dropped += hot
         _hook("dropped", unit)
+
+    def _report_late_rows(self, unit: Unit, report: ArchiveReport) -> None:
+        """A range archived and dropped that has hot rows again (written after the drop): they are
+        not archived (the unit's files are final), so say so instead of passing over them."""
+        with self.db.connection() as conn:
+            hot = count_hot(conn, self.spec, unit.start, unit.end, unit.metric_name)
+        if hot:
+            report.skipped.append((str(unit), (
+                f"{hot} row(s) written after this range was archived and dropped stay in the hot "
+                "tier; tiers='all' reads them with the archive")))
 
     def _supersede_metric_units(self, conn: Any, unit: Unit) -> list[str]:
         """Forget per-metric copies of a range that is still hot: the whole range's files now
