@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import random
+import string
+import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -147,35 +151,36 @@ def test_one_ingestor_per_spool_directory(engine: agts.StorageEngine, tmp_path: 
         engine.ingestor(spool_dir=tmp_path)
 
 
-def test_a_batch_the_database_refuses_for_good_is_set_aside(
+def test_rows_the_database_refuses_for_good_are_set_aside_alone(
         engine: agts.StorageEngine, tmp_path: Path) -> None:
-    """A batch refused by a constraint (not an outage) is kept in the spool's failed/ folder for
-    a person, never replayed; the batches around it are stored."""
+    """A row refused by a constraint (not an outage) is kept in the spool's failed/ folder for a
+    person, never replayed; the rows of its batch and the batches around it are stored."""
     with engine.db.connection() as conn:  # a rule the server enforces and agts does not check
         conn.execute("ALTER TABLE agts.metric_points ADD CONSTRAINT test_non_negative "
                      "CHECK (value >= 0)")
     with engine.ingestor(batch_size=10, flush_interval_ms=10_000, spool_dir=tmp_path) as ing:
         ing.put([point(i) for i in range(10)])
         ing.flush(timeout=30)
-        ing.put([point(i) for i in range(10, 19)] + [agts.MetricPoint(T0, "lat", -1.0)])
+        ing.put([point(i) for i in range(10, 15)] + [agts.MetricPoint(T0, "lat", -1.0)]
+                + [point(i) for i in range(15, 19)])
         ing.flush(timeout=30)
         ing.put([point(i) for i in range(20, 30)])
         ing.flush(timeout=30)
         stats = ing.stats()
-    assert count(engine)[0] == 20
-    assert (stats.points_written, stats.errors, stats.spool_pending) == (20, 1, 0)
+    assert count(engine) == (29, 29, sum(range(19)) + sum(range(20, 30)))
+    assert (stats.points_written, stats.errors, stats.spool_pending) == (29, 1, 0)
+    assert (stats.failed_batches, stats.points_lost) == (1, 0)
     assert "test_non_negative" in (stats.last_error or "")
     failed = list((tmp_path / "failed").glob("*.arrow"))
     assert len(failed) == 1
     with pa.memory_map(str(failed[0])) as source:
         kept = pa.ipc.open_file(source).read_all()
-    assert kept.num_rows == 10
-    assert sorted(kept.column("value").to_pylist()) == [-1.0, *map(float, range(10, 19))]
+    assert kept.column("value").to_pylist() == [-1.0]
     assert set(kept.column("metric_name").to_pylist()) == {"lat"}
     with engine.ingestor(spool_dir=tmp_path) as again:  # the next ingestor does not replay it
         again.flush(timeout=30)
         assert again.stats().replayed_batches == 0
-    assert count(engine)[0] == 20 and failed[0].exists()
+    assert count(engine)[0] == 29 and failed[0].exists()
 
 
 def _allow_connections(config: StorageConfig, allow: bool) -> None:
@@ -257,3 +262,124 @@ def test_spool_full_is_a_clear_error(config: StorageConfig, tmp_path: Path) -> N
             _allow_connections(config, True)
         ing.close(timeout=60)
         assert ing.stats().points_written == ing.stats().points_accepted
+
+
+def _spool_file(directory: Path, points: list[agts.MetricPoint]) -> Path:
+    """A real spool file, written the way an ingestor writes one during an outage."""
+    from agts.ingest._normalize import normalize
+    from agts.ingest._spool import Spool
+
+    spool = Spool(directory, max_bytes=1 << 30)
+    try:
+        return spool.append(normalize(points), str(uuid.uuid4()))
+    finally:
+        spool.close()
+
+
+@pytest.mark.parametrize("damage", ["empty", "text", "cut-in-half", "foreign-arrow"])
+def test_an_unreadable_spool_file_is_set_aside_and_the_rest_is_stored(
+        engine: agts.StorageEngine, tmp_path: Path, damage: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A spool file that cannot be read back no longer stops the flusher: it goes to failed/,
+    is counted, and the good spool files after it and the new points are all stored."""
+    spool = tmp_path / "spool"
+    bad = _spool_file(spool, [point(i, "first") for i in range(40)])
+    good = _spool_file(spool, [point(i, "second") for i in range(30)])
+    assert bad.name < good.name
+    if damage == "empty":
+        bad.write_bytes(b"")
+    elif damage == "text":
+        bad.write_bytes(b"16 bytes of text")
+    elif damage == "cut-in-half":
+        bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    else:  # a valid Arrow IPC file that is not a spooled batch
+        with pa.OSFile(str(bad), "wb") as sink, pa.ipc.new_file(sink, pa.schema([("x", pa.int8())])) as w:
+            w.write_table(pa.table({"x": pa.array([1], pa.int8())}))
+    with engine.ingestor(batch_size=100, flush_interval_ms=20, spool_dir=spool) as ing:
+        ing.put([point(i) for i in range(500)])
+        ing.flush(timeout=30)
+        stats = ing.stats()
+    with engine.db.connection() as conn:
+        stored = dict(conn.execute("SELECT s.metric_name, count(*) FROM agts.metric_points p "
+                                   "JOIN agts.series s USING (series_id) GROUP BY 1").fetchall())
+    assert stored == {"lat": 500, "second": 30}
+    assert stats.failed_batches == 1 and stats.errors >= 1 and stats.points_lost == 0
+    assert stats.spool_pending == 0 and stats.replayed_batches == 1
+    assert (spool / "failed" / bad.name).exists() and not bad.exists()
+    assert any(bad.name in r.getMessage() and "cannot be read" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_a_stray_file_in_the_spool_is_ignored_with_a_warning(
+        engine: agts.StorageEngine, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "backup.arrow").write_bytes(b"not ours")
+    (tmp_path / "notes.txt").write_text("a person's notes")
+    with engine.ingestor(batch_size=10, flush_interval_ms=20, spool_dir=tmp_path) as ing:
+        ing.put([point(i) for i in range(25)])
+        ing.flush(timeout=30)
+        assert ing.stats().failed_batches == 0
+    assert count(engine)[0] == 25
+    assert (tmp_path / "backup.arrow").read_bytes() == b"not ours"
+    assert (tmp_path / "notes.txt").exists()
+    assert any("backup.arrow" in r.getMessage() and r.levelname == "WARNING"
+               for r in caplog.records)
+
+
+@pytest.mark.parametrize("kind", ["file", "read-only"])
+def test_an_unusable_spool_directory_is_refused_at_once(
+        engine: agts.StorageEngine, tmp_path: Path, kind: str) -> None:
+    if kind == "file":
+        where = tmp_path / "spool"
+        where.write_text("a file, not a directory")
+    else:
+        where = tmp_path / "ro"
+        where.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(where)],
+                              capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a read-only tmpfs here: {done.stderr.strip()}")
+    try:
+        with pytest.raises(agts.StorageError, match=f"spool directory '{where}' cannot be used"):
+            engine.ingestor(spool_dir=where)
+    finally:
+        if kind == "read-only":
+            subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_points_that_cannot_be_stored_or_kept_make_flush_and_close_raise(
+        engine: agts.StorageEngine, tmp_path: Path) -> None:
+    """The database refuses a batch for good and failed/ cannot be created (a file is in its
+    place): the points are lost, and flush() and close() say so instead of returning."""
+    with engine.db.connection() as conn:
+        conn.execute("ALTER TABLE agts.metric_points ADD CONSTRAINT test_non_negative "
+                     "CHECK (value >= 0)")
+    (tmp_path / "failed").write_text("in the way")
+    ing = engine.ingestor(batch_size=10, flush_interval_ms=10, spool_dir=tmp_path)
+    ing.put([point(i) for i in range(9)] + [agts.MetricPoint(T0, "lat", -1.0)])
+    with pytest.raises(agts.StorageError, match=r"1 accepted points could not be stored"):
+        ing.flush(timeout=30)
+    stats = ing.stats()
+    assert (stats.points_written, stats.points_lost, stats.failed_batches) == (9, 1, 0)
+    assert "test_non_negative" in (stats.last_error or "")
+    ing.flush(timeout=30)  # reported once
+    ing.put([agts.MetricPoint(T0 + dt.timedelta(seconds=1), "lat", -2.0)])
+    with pytest.raises(agts.StorageError, match=r"1 accepted points could not be stored"):
+        ing.close(timeout=30)
+    assert count(engine)[0] == 9
+
+
+def test_the_ingestor_stores_a_long_label_set_with_the_points_around_it(
+        engine: agts.StorageEngine, tmp_path: Path) -> None:
+    """300 points, one with a 3,000-character label value, 300 more: all 601 are stored (a b-tree
+    key on labels sent the whole batch to failed/ with 0 rows stored)."""
+    long_value = "".join(random.Random(7).choices(string.ascii_letters, k=3000))
+    points = [point(i) for i in range(300)]
+    points.append(agts.MetricPoint(T0, "lat", 1.0, {"note": long_value}))
+    points += [point(i) for i in range(300, 600)]
+    with engine.ingestor(batch_size=1000, flush_interval_ms=20, spool_dir=tmp_path) as ing:
+        ing.put(points)
+        ing.flush(timeout=30)
+        stats = ing.stats()
+    assert count(engine)[0] == 601
+    assert (stats.points_written, stats.failed_batches, stats.errors) == (601, 0, 0)
+    assert not (tmp_path / "failed").exists()

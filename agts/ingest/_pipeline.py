@@ -7,6 +7,13 @@ idempotent writer, retrying transient failures a few times with a short backoff.
 cannot be written goes to the outage spool; while the spool holds batches, newer batches queue
 behind them there, and the spool is replayed oldest first when the database answers again. A point
 is *acknowledged* when ``put`` returns: from then on it is in memory until it is stored or spooled.
+
+The flusher never stops silently. A batch the database refuses for good, or that fails in a way
+agts did not foresee, is kept in the spool's ``failed/`` folder for a person (a refusal caused by
+some rows is narrowed down by splitting the batch, so only the refused rows are kept there); an
+unreadable spool file is moved there too. Every such event counts in :meth:`Ingestor.stats`
+(``errors``, ``failed_batches``, ``last_error``). Points that could be neither stored, spooled nor
+kept (``points_lost``) make the next :meth:`Ingestor.flush` or :meth:`Ingestor.close` raise.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from typing import Any, get_args
 import polars as pl
 
 from agts.config import BackpressurePolicy, IngestionConfig
-from agts.errors import BackpressureError, SpoolFullError, StorageError
+from agts.errors import BackpressureError, SpoolFullError, StorageError, ValidationError
 from agts.ingest._normalize import Normalized, normalize
 from agts.ingest._rows import PointRows, as_normalized, empty_skipped_points, point_rows
 from agts.ingest._spool import Spool
@@ -34,16 +41,33 @@ from agts.ingest._writer import MetricsWriter
 
 __all__ = ["IngestStats", "Ingestor"]
 
+_UNAVAILABLE = object()  # _attempt: the database did not answer
+
+
+def _child_id(batch_id: str, half: str) -> str:
+    """The id of one half of a split batch: derived, so a replay of the batch finds it."""
+    return str(uuid.uuid5(uuid.UUID(batch_id), half))
+
 log = logging.getLogger(__name__)
 
 _ATTEMPTS = 3          # writes per batch before it is spooled
 _BACKOFF = 0.1         # first pause between attempts (doubles)
 _MAX_OUTAGE_PAUSE = 5.0
+_MAX_SPLITS = 64       # halvings of one refused batch while narrowing down the refused rows
+#: SQLSTATE classes of refusals caused by some rows' values (data exception, integrity constraint,
+#: program limit such as an index row size): worth splitting the batch to keep the other rows.
+_ROW_CLASSES = ("22", "23", "54")
 
 
 @dataclass(frozen=True)
 class IngestStats:
-    """A snapshot of an :class:`Ingestor`'s counters (see :meth:`Ingestor.stats`)."""
+    """A snapshot of an :class:`Ingestor`'s counters (see :meth:`Ingestor.stats`).
+
+    ``failed_batches`` counts what was kept in the spool's ``failed/`` folder (batches or parts of
+    batches the database refused for good, and spool files that could not be read back);
+    ``points_lost`` counts accepted points that could not be stored, spooled nor kept there (each
+    also makes :meth:`Ingestor.flush` or :meth:`Ingestor.close` raise).
+    """
 
     points_accepted: int
     points_written: int
@@ -57,6 +81,8 @@ class IngestStats:
     spool_pending: int
     spool_bytes: int
     replayed_batches: int
+    failed_batches: int
+    points_lost: int
     errors: int
     last_error: str | None
     lag_seconds: float
@@ -81,8 +107,10 @@ class Ingestor:
 
     Raises
     ------
+    ValidationError
+        ``on_error`` or the backpressure policy is not one of the allowed values.
     StorageError
-        The spool directory is in use by another ingestor.
+        The spool directory cannot be created or written, or is in use by another ingestor.
     """
 
     def __init__(
@@ -90,10 +118,11 @@ class Ingestor:
         on_error: OnError = "raise",
     ) -> None:
         if on_error not in get_args(OnError):
-            raise ValueError(f"on_error must be one of {get_args(OnError)!r}, got {on_error!r}")
+            raise ValidationError(
+                f"on_error must be one of {get_args(OnError)!r}, got {on_error!r}")
         if settings.backpressure not in get_args(BackpressurePolicy):
-            raise ValueError(f"backpressure must be one of {get_args(BackpressurePolicy)!r}, "
-                             f"got {settings.backpressure!r}")
+            raise ValidationError(f"backpressure must be one of {get_args(BackpressurePolicy)!r}, "
+                                  f"got {settings.backpressure!r}")
         self.settings = settings
         self.on_error: OnError = on_error
         self._writer = writer
@@ -112,8 +141,11 @@ class Ingestor:
         self._outage_pause = _BACKOFF
         self._c: dict[str, Any] = {k: 0 for k in (
             "points_written", "duplicates", "points_dropped", "batches_written", "bytes_written",
-            "retries", "spooled_batches", "replayed_batches", "errors")}
+            "retries", "spooled_batches", "replayed_batches", "failed_batches", "points_lost",
+            "errors")}
         self._c.update(last_error=None, lag_seconds=0.0)
+        self._lost_reported = 0         # points_lost already raised by flush/close
+        self._stopped: str | None = None  # why the flusher thread ended early
         self._started = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="agts-ingest-flusher", daemon=True)
         self._thread.start()
@@ -159,6 +191,9 @@ class Ingestor:
         with self._cond:
             if self._closing:
                 raise StorageError("the ingestor is closed")
+            if self._stopped is not None:
+                raise StorageError(f"the ingestor's flusher stopped ({self._stopped}); "
+                                   "nothing more is accepted")
             while offset < batch.height:
                 part = batch.slice(offset, limit) if offset or batch.height > limit else batch
                 self._reserve(part.height, deadline, accepted=offset, total=batch.height)
@@ -224,12 +259,16 @@ class Ingestor:
     # -- flushing and closing --------------------------------------------------------------------
 
     def flush(self, timeout: float | None = None) -> None:
-        """Wait until every point put so far is stored, spooled or (``drop_oldest``) dropped.
+        """Wait until every point put so far is stored, spooled, kept in ``failed/`` or
+        (``drop_oldest``) dropped.
 
         Raises
         ------
         BackpressureError
             ``timeout`` seconds passed first.
+        StorageError
+            Accepted points could be neither stored, spooled nor kept (``stats().points_lost``;
+            the message says why), or the flusher stopped.
         """
         with self._cond:
             target = self._accepted
@@ -238,6 +277,15 @@ class Ingestor:
             if not self._cond.wait_for(lambda: self._done >= target, timeout):
                 raise BackpressureError(
                     f"flush timed out after {timeout!r}s with {self._buffered} points buffered")
+            self._raise_lost()
+
+    def _raise_lost(self) -> None:
+        lost = self._c["points_lost"] - self._lost_reported
+        if lost:
+            self._lost_reported = self._c["points_lost"]
+            raise StorageError(
+                f"{lost} accepted points could not be stored, spooled or kept in "
+                f"{str(self._spool.directory / 'failed')!r}: {self._c['last_error']}")
 
     async def aflush(self, timeout: float | None = None) -> None:
         """:meth:`flush` for asyncio."""
@@ -246,7 +294,15 @@ class Ingestor:
     def close(self, timeout: float | None = None) -> None:
         """Flush everything, replay what the spool holds if the database answers, stop the
         flusher. What cannot be written stays in the spool for the next ingestor. Safe to call
-        twice."""
+        twice.
+
+        Raises
+        ------
+        BackpressureError
+            ``timeout`` seconds passed first.
+        StorageError
+            As :meth:`flush`: accepted points were lost (the ingestor is closed all the same).
+        """
         if self._closed:
             return
         with self._cond:
@@ -258,6 +314,8 @@ class Ingestor:
             raise BackpressureError(f"close timed out after {timeout!r}s; points still buffered")
         self._closed = True
         self._spool.close()
+        with self._cond:
+            self._raise_lost()
 
     async def aclose(self) -> None:
         """:meth:`close` for asyncio."""
@@ -292,6 +350,12 @@ class Ingestor:
     # -- the flusher thread ------------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # the thread must never end without saying so
+            self._stop(exc)
+
+    def _loop(self) -> None:
         interval = self.settings.flush_interval_ms / 1000
         while True:
             with self._cond:
@@ -312,20 +376,82 @@ class Ingestor:
                         wait = min(wait, max(0.01, self._next_attempt - time.monotonic()))
                     self._cond.wait(wait)
                 parts, enqueued = self._take() if self._pending else ([], 0.0)
-            batch = as_normalized(parts) if parts else None  # outside the lock: puts go on
-            if batch is not None:
-                self._replay()
-                self._deliver(batch, enqueued)
+            if parts:
+                self._guarded_replay()
+                self._deliver_parts(parts, enqueued)  # outside the lock: puts go on
             elif self._closing:
                 # Closing: a few last tries of the spool, whatever the outage backoff says.
                 for _ in range(3):
-                    self._replay(force=True)
+                    self._guarded_replay(force=True)
                     if not len(self._spool):
                         break
                     time.sleep(_BACKOFF)
                 return
             else:
-                self._replay()
+                self._guarded_replay()
+
+    def _deliver_parts(self, parts: list[Normalized | PointRows], enqueued: float) -> None:
+        height = sum(p.height for p in parts)
+        try:
+            batch = as_normalized(parts)
+        except Exception as exc:
+            self._note(exc, "cannot build a batch of %d points", height)
+            self._lose(height)
+            return
+        try:
+            self._deliver(batch, enqueued)
+        except Exception as exc:
+            # Neither stored nor spooled: keep it for a person rather than lose it.
+            self._note(exc, "batch of %d points could not be stored or spooled", height)
+            self._keep(batch, str(uuid.uuid4()), exc)
+            self._release(height)
+
+    def _guarded_replay(self, *, force: bool = False) -> None:
+        try:
+            self._replay(force=force)
+        except Exception as exc:
+            self._note(exc, "replaying the spool failed")
+            self._next_attempt = time.monotonic() + self._outage_pause
+            self._outage_pause = min(self._outage_pause * 2, _MAX_OUTAGE_PAUSE)
+
+    def _note(self, exc: BaseException, message: str, *args: Any) -> None:
+        """Count and log an error the flusher survives."""
+        with self._cond:
+            self._c["errors"] += 1
+            self._c["last_error"] = f"{type(exc).__name__}: {exc}"
+        log.error(message + ": %s", *args, exc, exc_info=not isinstance(exc, StorageError))
+
+    def _lose(self, n: int) -> None:
+        with self._cond:
+            self._c["points_lost"] += n
+        log.error("%d accepted points are lost", n)
+        self._release(n)
+
+    def _stop(self, exc: BaseException) -> None:
+        """The flusher is ending on an error: spool what is pending, count what cannot be."""
+        log.critical("the ingest flusher stopped: %s", exc, exc_info=exc)
+        with self._cond:
+            self._stopped = f"{type(exc).__name__}: {exc}"
+            self._c["errors"] += 1
+            self._c["last_error"] = self._stopped
+            parts = [part for part, _ in self._pending]
+            self._pending.clear()
+            self._pending_points = 0
+        pending = sum(p.height for p in parts)
+        if parts:
+            try:
+                self._spool.append(as_normalized(parts), str(uuid.uuid4()))
+                with self._cond:
+                    self._c["spooled_batches"] += 1
+                pending = 0
+            except Exception:
+                log.exception("cannot spool the %d pending points", pending)
+        with self._cond:
+            in_flight = self._buffered - sum(p.height for p in parts)
+            self._c["points_lost"] += in_flight + pending
+            self._done += self._buffered
+            self._buffered = 0
+            self._cond.notify_all()
 
     def _take(self) -> tuple[list[Normalized | PointRows], float]:
         size = self.settings.batch_size
@@ -378,27 +504,58 @@ class Ingestor:
         self._release(batch.height)
 
     def _write(self, batch: Normalized, batch_id: str, enqueued: float) -> bool:
-        """Write with retries; False when the database stays unavailable (spool it). A batch the
-        database refuses for good (not transient) is set aside in the spool's ``failed/``."""
+        """Store ``batch``; False when the database stays unavailable (the caller spools it).
+
+        A batch refused for good is kept in the spool's ``failed/``. When the refusal comes from
+        some rows' values, the batch is halved (each half under an id derived from the batch's,
+        so a replay is recognized) until the refused rows are found: the others are stored.
+        """
+        parts = [(batch, batch_id)]
+        splits = 0
+        while parts:
+            part, part_id = parts.pop()
+            refusal = self._attempt(part, part_id, enqueued)
+            if refusal is None:
+                continue
+            if refusal is _UNAVAILABLE:
+                return False  # points of parts already stored are skipped on replay, by key
+            assert isinstance(refusal, BaseException)
+            state = getattr(refusal, "sqlstate", None) or ""
+            if part.height > 1 and splits < _MAX_SPLITS and state[:2] in _ROW_CLASSES:
+                splits += 1
+                half = part.height // 2
+                parts.append((part.slice(half), _child_id(part_id, "b")))
+                parts.append((part.slice(0, half), _child_id(part_id, "a")))
+                continue
+            with self._cond:
+                self._c["errors"] += 1
+                self._c["last_error"] = str(refusal)
+            self._keep(part, part_id, refusal)
+        return True
+
+    def _attempt(self, batch: Normalized, batch_id: str,
+                 enqueued: float) -> BaseException | object | None:
+        """One write with retries of transient failures: None when stored, the refusal, or
+        ``_UNAVAILABLE``."""
         pause = _BACKOFF
         for attempt in range(_ATTEMPTS):
             try:
                 outcome = self._writer.write(batch, batch_id=batch_id)
             except StorageError as exc:
+                if not exc.transient:
+                    return exc
                 with self._cond:
                     self._c["last_error"] = str(exc)
                     self._c["errors"] += 1
-                if not exc.transient:
-                    path = self._spool.set_aside(batch, batch_id)
-                    log.error("batch %s (%d points) refused by the database, kept in %s: %s",
-                              batch_id, batch.height, path, exc)
-                    return True
                 if attempt + 1 < _ATTEMPTS:
                     with self._cond:
                         self._c["retries"] += 1
                     time.sleep(pause)
                     pause *= 2
                 continue
+            except Exception as exc:  # not foreseen: never retried in a loop, kept for a person
+                log.exception("writing batch %s failed unexpectedly", batch_id)
+                return exc
             self._outage_pause = _BACKOFF
             self._next_attempt = 0.0
             with self._cond:
@@ -408,18 +565,42 @@ class Ingestor:
                 c["batches_written"] += 1
                 c["bytes_written"] += outcome.nbytes
                 c["lag_seconds"] = time.monotonic() - enqueued
-            return True
+            return None
         self._next_attempt = time.monotonic() + self._outage_pause
         self._outage_pause = min(self._outage_pause * 2, _MAX_OUTAGE_PAUSE)
-        return False
+        return _UNAVAILABLE
+
+    def _keep(self, batch: Normalized, batch_id: str, reason: BaseException) -> None:
+        """Set a batch aside in ``failed/``; count it as lost if even that fails."""
+        try:
+            path = self._spool.set_aside(batch, batch_id)
+        except Exception as exc:
+            with self._cond:
+                self._c["points_lost"] += batch.height
+                self._c["last_error"] = (f"{reason}; and it could not be kept in failed/: "
+                                         f"{type(exc).__name__}: {exc}")
+            log.error("batch %s (%d points) refused (%s) and not kept: %s", batch_id,
+                      batch.height, reason, exc)
+            return
+        with self._cond:
+            self._c["failed_batches"] += 1
+        log.error("batch %s (%d points) refused, kept in %s: %s", batch_id, batch.height, path,
+                  reason)
 
     def _replay(self, *, force: bool = False) -> None:
         """Write spooled batches, oldest first, while the database takes them."""
         if not len(self._spool) or (not force and time.monotonic() < self._next_attempt):
             return
         while len(self._spool):
+            before = self._spool.unreadable
             oldest = self._spool.oldest()
-            assert oldest is not None
+            if self._spool.unreadable > before:
+                with self._cond:
+                    self._c["errors"] += self._spool.unreadable - before
+                    self._c["failed_batches"] += self._spool.unreadable - before
+                    self._c["last_error"] = self._spool.unreadable_reason
+            if oldest is None:  # the rest could not be read and was moved to failed/
+                return
             path, batch, batch_id = oldest
             if not self._write(batch, batch_id, time.monotonic()):
                 return

@@ -6,6 +6,10 @@ normalized points with ``metric_name`` and ``labels`` dictionary-encoded (one di
 series); the batch id is in the schema metadata, so a replay after a crash between commit and
 delete is recognized by the ledger and not stored twice. An exclusive ``flock`` on ``.lock`` keeps
 two ingestors from sharing one spool.
+
+A file named like a spool file that cannot be read back (empty, cut short, not Arrow IPC, not the
+columns above) is moved to ``failed/`` with a log line, and the files after it are replayed; an
+``.arrow`` file with another name is not agts' and is left alone with a warning.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
+import uuid
 from pathlib import Path
 
 import polars as pl
@@ -26,6 +32,9 @@ __all__ = ["Spool"]
 log = logging.getLogger(__name__)
 
 _META = b"agts.batch_id"
+#: ``<12-digit sequence>-<batch id>.arrow``; the ``.tmp`` twin is a write a crash interrupted.
+_NAME = re.compile(r"^(\d{12})-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+                   r"\.(arrow|tmp)$")
 
 
 class Spool:
@@ -48,21 +57,38 @@ class Spool:
     def __init__(self, directory: str | os.PathLike[str], *, max_bytes: int) -> None:
         self.directory = Path(directory).expanduser()
         self.max_bytes = max_bytes
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._lock_file = open(self.directory / ".lock", "a")  # noqa: SIM115 - held until close
+        #: Spool files moved to ``failed/`` because they could not be read back, and the last reason.
+        self.unreadable = 0
+        self.unreadable_reason: str | None = None
+        where = str(self.directory)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            if not os.access(self.directory, os.W_OK | os.X_OK):
+                raise PermissionError(13, "not writable")
+            self._lock_file = open(self.directory / ".lock", "a")  # noqa: SIM115 - held until close
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise StorageError(f"spool directory {where!r} cannot be used: {reason}") from exc
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             self._lock_file.close()
-            raise StorageError(
-                f"spool directory {str(self.directory)!r} is in use by another ingestor") from None
-        for stray in self.directory.glob("*.tmp"):
-            stray.unlink()
-        self._files = sorted(self.directory.glob("*.arrow"))
+            raise StorageError(f"spool directory {where!r} is in use by another ingestor") from None
+        self._files: list[Path] = []
+        for path in sorted(self.directory.iterdir()):
+            match = _NAME.match(path.name)
+            if match is None:
+                if path.suffix == ".arrow":
+                    log.warning("spool %s: ignoring %s, which is not named like a spool file",
+                                where, path.name)
+            elif match.group(2) == "tmp":
+                path.unlink()  # a write interrupted before its rename: never acknowledged
+            elif path.is_file():
+                self._files.append(path)
         self.bytes = sum(p.stat().st_size for p in self._files)
-        self._next = int(self._files[-1].name.split("-", 1)[0]) + 1 if self._files else 0
+        self._next = int(self._files[-1].name[:12]) + 1 if self._files else 0
         if self._files:
-            log.info("spool %s holds %d batches (%d bytes) to replay", self.directory,
+            log.info("spool %s holds %d batches (%d bytes) to replay", where,
                      len(self._files), self.bytes)
 
     def __len__(self) -> int:
@@ -118,27 +144,35 @@ class Spool:
         return final
 
     def oldest(self) -> tuple[Path, Normalized, str] | None:
-        """The oldest spooled batch and its id, or None."""
-        if not self._files:
-            return None
-        path = self._files[0]
-        with pa.memory_map(str(path)) as source:
-            table = pa.ipc.open_file(source).read_all().combine_chunks()
-        batch_id = (table.schema.metadata or {}).get(_META, b"").decode()
-        names = table.column("metric_name").chunk(0) if table.num_rows else None
-        if names is None:
-            return path, Normalized(pl.DataFrame(), pl.DataFrame()), batch_id
-        labels = table.column("labels").chunk(0)
-        points = pl.DataFrame({
-            "time": pl.Series(table.column("time")),
-            "key": pl.Series(names.indices).cast(pl.UInt32),
-            "value": pl.Series(table.column("value")),
-        })
-        series = pl.DataFrame({
-            "metric_name": pl.Series(names.dictionary, dtype=pl.String),
-            "labels": pl.Series(labels.dictionary, dtype=pl.String),
-        })
-        return path, Normalized(points, series), batch_id
+        """The oldest readable spooled batch and its id, or None. Unreadable files met on the
+        way are moved to ``failed/`` (see the module docstring)."""
+        while self._files:
+            path = self._files[0]
+            try:
+                batch, batch_id = _decode(path)
+            except (OSError, pa.ArrowException, KeyError, ValueError, TypeError, IndexError) as exc:
+                self._set_aside_file(path, exc)
+                continue
+            return path, batch, batch_id
+        return None
+
+    def _set_aside_file(self, path: Path, exc: BaseException) -> None:
+        self._files.remove(path)
+        self.unreadable += 1
+        self.unreadable_reason = f"spool file {str(path)!r} cannot be read: {exc}"
+        folder = self.directory / "failed"
+        try:
+            size = path.stat().st_size
+            folder.mkdir(exist_ok=True)
+            os.replace(path, folder / path.name)
+            _fsync(folder)
+            _fsync(self.directory)
+            self.bytes -= size
+            log.error("spool %s: %s cannot be read (%s); moved to %s", self.directory, path.name,
+                      exc, folder)
+        except OSError as move:
+            log.error("spool %s: %s cannot be read (%s) nor moved aside (%s); skipped until the "
+                      "next start", self.directory, path.name, exc, move)
 
     def remove(self, path: Path) -> None:
         """Delete a replayed file."""
@@ -147,6 +181,29 @@ class Spool:
         _fsync(self.directory)
         self._files.remove(path)
         self.bytes -= size
+
+
+def _decode(path: Path) -> tuple[Normalized, str]:
+    """A spool file's batch and id; raises what reading a damaged or foreign file raises."""
+    with pa.memory_map(str(path)) as source:
+        table = pa.ipc.open_file(source).read_all().combine_chunks()
+    batch_id = str(uuid.UUID((table.schema.metadata or {}).get(_META, b"").decode()))
+    if table.num_rows == 0:
+        return Normalized(pl.DataFrame(), pl.DataFrame()), batch_id
+    names = table.column("metric_name").chunk(0)
+    labels = table.column("labels").chunk(0)
+    if not (pa.types.is_dictionary(names.type) and pa.types.is_dictionary(labels.type)):
+        raise TypeError("metric_name and labels are not dictionary-encoded")
+    points = pl.DataFrame({
+        "time": pl.Series(table.column("time")).cast(pl.Datetime("us", "UTC")),
+        "key": pl.Series(names.indices).cast(pl.UInt32),
+        "value": pl.Series(table.column("value")).cast(pl.Float64),
+    })
+    series = pl.DataFrame({
+        "metric_name": pl.Series(names.dictionary, dtype=pl.String),
+        "labels": pl.Series(labels.dictionary, dtype=pl.String),
+    })
+    return Normalized(points, series), batch_id
 
 
 def _encode(batch: Normalized, batch_id: str) -> pa.Table:
