@@ -7,7 +7,9 @@ The timestamp rules every write path of agts follows:
   machine's local zone — or refused (``naive="raise"``);
 - **sub-microsecond** precision (nanoseconds) is truncated towards the past to whole microseconds,
   PostgreSQL's precision (``…00:00:00.000001999`` becomes ``…00:00:00.000001``);
-- values outside PostgreSQL's ``timestamptz`` range (before 4714-11-24 BC) are refused.
+- values outside the range a TimescaleDB hypertable can hold are refused: 4714-11-24 00:00 BC
+  (PostgreSQL's earliest timestamp) up to, not including, 294247-01-02 00:00 UTC (TimescaleDB's end
+  of time; PostgreSQL alone goes on to 294276 AD, but no chunk can be made for such a time).
 
 Results are ``Datetime("us", "UTC")`` (Polars) or ``timestamp[us, tz=UTC]`` (Arrow).
 """
@@ -22,11 +24,13 @@ import pyarrow as pa
 from agts.errors import ValidationError
 
 __all__ = [
-    "PG_MIN_MICROS",
+    "TS_END_MICROS",
+    "TS_MIN_MICROS",
     "NaivePolicy",
     "first_true",
     "out_of_range",
     "shown_value",
+    "timestamp_text",
     "to_arrow_table",
     "utc_array",
     "utc_series",
@@ -35,12 +39,18 @@ __all__ = [
 NaivePolicy = Literal["utc", "raise"]
 
 #: 4714-11-24 00:00:00 BC (proleptic Gregorian), PostgreSQL's earliest timestamp, in microseconds
-#: since the Unix epoch. The latest (294276 AD) lies beyond what an int64 of microseconds can hold,
-#: so every microsecond timestamp Arrow can represent is below it.
-PG_MIN_MICROS = -211_813_488_000_000_000
+#: since the Unix epoch (what ``_timescaledb_functions.to_unix_microseconds`` gives for it).
+TS_MIN_MICROS = -210_866_803_200_000_000
+#: 294247-01-02 00:00:00 UTC in microseconds since the Unix epoch: TimescaleDB's end of time (its
+#: ``TS_TIMESTAMP_END``); a hypertable refuses this instant and every later one ("timestamp out of
+#: range"), measured on 2.19 and 2.24.
+TS_END_MICROS = 9_223_371_331_200_000_000
+#: How the range is named in messages.
+RANGE_TEXT = "4714-11-24 BC to 294247-01-01 AD"
 
 _PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
-_INT64_MAX = 2**63 - 1
+_PY_MIN_SECONDS = -62_135_596_800   # 0001-01-01, Python's datetime.min, in Unix seconds
+_PY_END_SECONDS = 253_402_300_800   # 10000-01-01
 
 
 def to_arrow_table(data: Any, *, what: str = "data") -> pa.Table:
@@ -75,10 +85,38 @@ def to_arrow_table(data: Any, *, what: str = "data") -> pa.Table:
 def shown_value(values: pl.Series, row: int) -> str:
     """``repr`` of one value for an error message, even one Python's datetime cannot hold."""
     one = values.slice(row, 1)
+    dtype = one.dtype
+    if isinstance(dtype, pl.Datetime):
+        # Past year 9999 neither Python nor Polars' text cast can show it (Polars panics).
+        raw = one.dt.replace_time_zone(None) if dtype.time_zone else one
+        number = raw.cast(pl.Int64).to_list()[0]
+        factor = _PER_SECOND[dtype.time_unit]
+        if number is not None and not _PY_MIN_SECONDS <= number // factor < _PY_END_SECONDS:
+            return f"{number} {dtype.time_unit} since 1970-01-01 UTC"
     try:
         return repr(one.to_list()[0])
     except (ValueError, OverflowError):
         return f"{one.cast(pl.String).to_list()[0]!r}"
+
+
+def timestamp_text(micros: int) -> str:
+    """PostgreSQL's text of a UTC instant given in microseconds since the Unix epoch, for every
+    instant a hypertable holds (Python's datetime stops at year 9999; years before 1 are BC)."""
+    days, rest = divmod(micros, 86_400_000_000)
+    # Days to a proleptic Gregorian date (H. Hinnant's civil_from_days).
+    z = days + 719_468
+    era = z // 146_097
+    doe = z - era * 146_097
+    yoe = (doe - doe // 1460 + doe // 36_524 - doe // 146_096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = mp + 3 if mp < 10 else mp - 9
+    year = yoe + era * 400 + (month <= 2)
+    seconds, fraction = divmod(rest, 1_000_000)
+    clock = f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}.{fraction:06d}"
+    era_text = "" if year > 0 else " BC"
+    return f"{year if year > 0 else 1 - year:04d}-{month:02d}-{day:02d} {clock}+00{era_text}"
 
 
 def first_true(mask: pl.Series) -> int | None:
@@ -106,8 +144,8 @@ def utc_series(
     Raises
     ------
     ValidationError
-        Not a datetime column, a naive column under ``naive="raise"``, or a value outside
-        PostgreSQL's range; names the column and the first offending row.
+        Not a datetime column, a naive column under ``naive="raise"``, or a value outside the
+        range above; names the column and the first offending row.
     """
     if naive not in get_args(NaivePolicy):
         raise ValueError(f"naive must be one of {get_args(NaivePolicy)!r}, got {naive!r}")
@@ -126,8 +164,8 @@ def utc_series(
     bad = first_true(out_of_range(values))
     if bad is not None:
         raise ValidationError(
-            f"column {column!r} row {bad}: timestamp {shown_value(values, bad)} is outside PostgreSQL's "
-            "range (4714-11-24 BC to 294276 AD)",
+            f"column {column!r} row {bad}: timestamp {shown_value(values, bad)} is outside the "
+            f"range TimescaleDB can store ({RANGE_TEXT})",
             column=column, row=bad,
         )
     if dtype.time_zone is not None:
@@ -139,18 +177,16 @@ def utc_series(
 
 
 def out_of_range(values: pl.Series) -> pl.Series:
-    """Boolean mask of the values of a ``Datetime`` series PostgreSQL cannot store (or that do not
-    fit int64 microseconds). Nulls give false."""
+    """Boolean mask of the values of a ``Datetime`` series outside ``[TS_MIN_MICROS,
+    TS_END_MICROS)``. Nulls give false."""
     dtype = values.dtype
     assert isinstance(dtype, pl.Datetime)
     raw = values.dt.replace_time_zone(None) if dtype.time_zone else values
     ints = raw.cast(pl.Int64)
     if dtype.time_unit == "ns":  # every int64 nanosecond value (1677..2262) is in range
         return pl.Series(values.name, [False] * len(values), dtype=pl.Boolean)
-    factor = 1_000_000 // _PER_SECOND[dtype.time_unit]
-    low = -(-PG_MIN_MICROS // factor)
-    high = _INT64_MAX // factor
-    return ((ints < low) | (ints > high)).fill_null(False)
+    factor = 1_000_000 // _PER_SECOND[dtype.time_unit]  # both bounds are whole days: exact
+    return ((ints < TS_MIN_MICROS // factor) | (ints >= TS_END_MICROS // factor)).fill_null(False)
 
 
 def utc_array(

@@ -139,8 +139,8 @@ class StorageEngine:
         ------
         ValidationError
             Missing columns, wrong types, or (``on_error="raise"``) a null or empty metric name,
-            a null, NaN or infinite value, a timestamp outside PostgreSQL's range, or an invalid or
-            oversize label set; names the column and the first offending row.
+            a null, NaN or infinite value, a timestamp outside the range TimescaleDB can store,
+            or an invalid or oversize label set; names the column and the first offending row.
         ConnectError
             The database is unreachable (nothing was stored; retry with the same ``batch_id``).
         """

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import random
+import string
 import uuid
 from typing import Any
 
@@ -184,7 +186,17 @@ def _frame(**changes: Any) -> pl.DataFrame:
     pytest.param(pl.DataFrame({"timestamp": pl.Series([0, -300_000_000_000_000_000],
                                                        dtype=pl.Datetime("us", "UTC")),
                                "metric_name": ["m", "m"], "value": [1.0, 2.0]}),
-                 "timestamp", 1, "outside PostgreSQL's range", id="before-4713-bc"),
+                 "timestamp", 1, "outside the range TimescaleDB can store", id="before-4713-bc"),
+    pytest.param(pl.DataFrame({"timestamp": pl.Series([0, -210_866_803_200_000_001],
+                                                       dtype=pl.Datetime("us", "UTC")),
+                               "metric_name": ["m", "m"], "value": [1.0, 2.0]}),
+                 "timestamp", 1, "outside the range TimescaleDB can store",
+                 id="one-microsecond-before-4714-11-24-bc"),
+    pytest.param(pl.DataFrame({"timestamp": pl.Series([0, 9_223_371_331_200_000_000],
+                                                       dtype=pl.Datetime("us", "UTC")),
+                               "metric_name": ["m", "m"], "value": [1.0, 2.0]}),
+                 "timestamp", 1, r"\(4714-11-24 BC to 294247-01-01 AD\)",
+                 id="timescaledb-end-of-time"),
     pytest.param(_frame(labels=['{"a": "1"}', "{not json", '{"a": "1"}']), "labels", 1,
                  "labels are not JSON", id="bad-json"),
     pytest.param(_frame(labels=['{"a": "1"}', '{"a": "1"}', '{"a": {"b": 1}}']), "labels", 2,
@@ -252,3 +264,51 @@ def test_stored_and_repeated_points_in_one_batch_are_merged_once(
                               "ORDER BY ingested_at").fetchall()
     assert ledger == [(4, 0, "copy"), (2, 6, "merge")]
     assert len(stored(engine)) == 6
+
+
+def test_the_first_and_last_instants_a_hypertable_holds_are_stored(
+        engine: agts.StorageEngine) -> None:
+    """The door's range is TimescaleDB's: its two ends are stored (a point one microsecond past
+    either end is refused, see test_validation_errors), so no accepted point fails a batch."""
+    frame = pl.DataFrame({
+        "timestamp": pl.Series([-210_866_803_200_000_000, 9_223_371_331_199_999_999],
+                               dtype=pl.Datetime("us", "UTC")),
+        "metric_name": ["edge", "edge"], "value": [1.0, 2.0]})
+    assert engine.insert_metrics_batch(frame).rows_written == 2
+    with engine.db.connection() as conn:
+        rows = conn.execute("SELECT _timescaledb_functions.to_unix_microseconds(time), value "
+                            "FROM agts.metric_points ORDER BY time").fetchall()
+    assert rows == [(-210_866_803_200_000_000, 1.0), (9_223_371_331_199_999_999, 2.0)]
+
+
+@pytest.mark.parametrize("size", [2_704, 3_000, 4_000])
+def test_a_label_set_of_any_accepted_size_is_stored(engine: agts.StorageEngine, size: int) -> None:
+    """Label sets up to the 4 KiB limit are stored with the rest of their batch (a b-tree key on
+    the labels refused entries past 2,704 bytes and took the whole batch with it)."""
+    note = "".join(random.Random(size).choices(string.ascii_letters, k=size - len('{"note":""}')))
+    text = json.dumps({"note": note}, separators=(",", ":"))  # incompressible, unlike "x" * n
+    assert len(text.encode()) == size
+    rows = [(T0 + dt.timedelta(seconds=i), "m", float(i), '{"host":"a"}') for i in range(50)]
+    rows.insert(25, (T0, "m", -1.0, text))
+    frame = pl.DataFrame(rows, schema=["timestamp", "metric_name", "value", "labels"],
+                         orient="row")
+    result = engine.insert_metrics_batch(frame, on_error="skip")
+    assert (result.rows_written, result.skipped.height) == (51, 0)
+    big = engine.query_metrics("m", T0, T0 + dt.timedelta(minutes=1), labels={"note": note})
+    assert big.select("timestamp", "value").rows() == [(T0, -1.0)]
+    assert engine.insert_metrics_batch(frame).duplicates == 51  # the same series again, by key
+    with engine.db.connection() as conn:
+        assert conn.execute("SELECT count(*) FROM agts.series").fetchone() == (2,)
+
+
+def test_series_are_one_per_name_and_labels(engine: agts.StorageEngine) -> None:
+    """The hash key compares names and labels themselves: names that end like a label text and
+    labels that differ only in one key are different series."""
+    points = [agts.MetricPoint(T0, name, 1.0, labels) for name, labels in [
+        ("m", {"a": "1"}), ("m", {"a": "2"}), ("m{}", {}), ("m", {}), ("'m'", {}), ("m", {"a": "1"}),
+    ]]
+    engine.insert_metrics_batch(points)
+    with engine.db.connection() as conn:
+        rows = conn.execute("SELECT metric_name, labels::text FROM agts.series").fetchall()
+    assert sorted(rows) == sorted([("'m'", "{}"), ("m", "{}"), ("m", '{"a": "1"}'),
+                                   ("m", '{"a": "2"}'), ("m{}", "{}")])

@@ -31,11 +31,14 @@ _STAGE = "agts_restore_stage"
 _METRICS_INSERT = f"""
 INSERT INTO agts.series (metric_name, labels)
 SELECT DISTINCT metric_name, jsonb_object(keys, vals) FROM pg_temp.{_STAGE}
-ON CONFLICT ON CONSTRAINT series_metric_name_labels_key DO NOTHING;
+ON CONFLICT ON CONSTRAINT series_key DO NOTHING;
 INSERT INTO agts.metric_points (time, series_id, value)
 SELECT st."timestamp", s.series_id, st.value
 FROM pg_temp.{_STAGE} st
-JOIN agts.series s ON s.metric_name = st.metric_name AND s.labels = jsonb_object(st.keys, st.vals)
+JOIN agts.series s
+  ON agts.series_key(s.metric_name, s.labels)
+     = agts.series_key(st.metric_name, jsonb_object(st.keys, st.vals))
+ AND s.metric_name = st.metric_name AND s.labels = jsonb_object(st.keys, st.vals)
 ON CONFLICT DO NOTHING
 """
 

@@ -7,8 +7,8 @@ float64, text; jsonb as JSON text), then every rule of
 
 Timestamps follow the shared rule of :func:`agts._arrow.utc_series`: naive values are taken to be
 UTC (never shifted by the local time zone), aware values are converted to UTC, precision is
-microseconds (PostgreSQL's; finer digits are truncated), values outside PostgreSQL's range are
-refused.
+microseconds (PostgreSQL's; finer digits are truncated), values outside the range a hypertable
+can hold (4714-11-24 BC to 294247-01-01 AD) are refused.
 """
 
 from __future__ import annotations

@@ -23,7 +23,14 @@ from typing import Any, get_args
 
 import polars as pl
 
-from agts._arrow import first_true, out_of_range, shown_value, to_arrow_table, utc_series
+from agts._arrow import (
+    RANGE_TEXT,
+    first_true,
+    out_of_range,
+    shown_value,
+    to_arrow_table,
+    utc_series,
+)
 from agts.errors import ValidationError
 from agts.ingest._types import (
     MAX_LABELS,
@@ -289,8 +296,8 @@ def _validate(frame: pl.DataFrame, *, on_error: OnError) -> Normalized:
         pl.when(pl.col("timestamp").is_null() & ~pl.col("_range_bad"))
         .then(pl.lit("timestamp: timestamp is null"))
         .when(pl.col("_range_bad"))
-        .then(pl.lit("timestamp: timestamp is outside PostgreSQL's range "
-                     "(4714-11-24 BC to 294276 AD)"))
+        .then(pl.lit(f"timestamp: timestamp is outside the range TimescaleDB can store "
+                     f"({RANGE_TEXT})"))
         .when(pl.col("value").is_null()).then(pl.lit("value: value is null"))
         .when(pl.col("value").is_nan())
         .then(pl.lit("value: value is NaN (agts refuses NaN and infinities)"))

@@ -32,6 +32,7 @@ import psycopg
 import pyarrow as pa
 from psycopg import sql
 
+from agts._arrow import timestamp_text
 from agts.db._database import Database
 from agts.errors import StorageError, translate
 from agts.ingest._normalize import Normalized
@@ -50,12 +51,14 @@ _REGISTER = """
 INSERT INTO agts.series (metric_name, labels)
 SELECT t.m, t.l::jsonb FROM unnest(%(names)s::text[], %(labels)s::text[]) AS t(m, l)
 ORDER BY t.m, t.l
-ON CONFLICT (metric_name, labels) DO NOTHING
+ON CONFLICT ON CONSTRAINT series_key DO NOTHING
 """
+# agts.series_key(...) = ... is what the series key's hash index answers (migration 0008).
 _LOOKUP = """
 SELECT s.series_id, t.m, t.l
 FROM unnest(%(names)s::text[], %(labels)s::text[]) AS t(m, l)
-JOIN agts.series AS s ON s.metric_name = t.m AND s.labels = t.l::jsonb
+JOIN agts.series AS s ON agts.series_key(s.metric_name, s.labels) = agts.series_key(t.m, t.l::jsonb)
+ AND s.metric_name = t.m AND s.labels = t.l::jsonb
 """
 
 
@@ -166,8 +169,9 @@ class MetricsWriter:
             # A resend: skip series lookups and sorting (checked again inside the transaction).
             return WriteOutcome(bid, 0, batch.points.height, True, 0, 0, "none")
         self._check_chunk_interval()
-        times = batch.points.get_column("time")
-        low, high = times.min(), times.max()
+        micros = batch.points.get_column("time").cast(pl.Int64)
+        # As text: an instant past year 9999 (or before year 1) is valid but no Python datetime.
+        low, high = timestamp_text(int(micros.min())), timestamp_text(int(micros.max()))  # type: ignore[arg-type]
         height = batch.points.height
         # The whole batch is sorted before the first byte is copied: index insertions then walk
         # the (series_id, time) index once, in order. Copying parts sorted on their own (with the
@@ -244,15 +248,15 @@ def _already(cur: Any, bid: str) -> bool:
     return bool(row and row[0])
 
 
-def _ledger(bid: str, rows: int, duplicates: int, low: Any, high: Any, method: str) -> str:
+def _ledger(bid: str, rows: int, duplicates: int, low: str, high: str, method: str) -> str:
     return sql.SQL(
         "INSERT INTO agts.ingest_batches (batch_id, rows, duplicates, min_time, max_time, method) "
-        "VALUES ({}, {}, {}, {}, {}, {})"
+        "VALUES ({}, {}, {}, {}::timestamptz, {}::timestamptz, {})"
     ).format(*map(sql.Literal, (uuid.UUID(bid), rows, duplicates, low, high, method))).as_string(
         None)
 
 
-def _merge(cur: Any, bid: str, table: pa.Table, in_batch: int, low: Any, high: Any) -> int:
+def _merge(cur: Any, bid: str, table: pa.Table, in_batch: int, low: str, high: str) -> int:
     """COPY into a temporary table, insert what is new; returns the points written."""
     cur.execute(_ledger(bid, 0, 0, low, high, "merge"))
     cur.execute(

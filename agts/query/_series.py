@@ -1,7 +1,7 @@
 """Series resolution (metric name + label filters -> series ids) and the Arrow fetch helper.
 
 Labels live once per series in ``agts.series``; a query first finds the matching series (a small
-psycopg query served by the ``(metric_name, labels)`` unique index and the GIN index), then scans
+psycopg query served by the ``metric_name`` index and the GIN index of labels), then scans
 ``agts.metric_points`` by ``series_id = ANY(...)`` and time, which the unique ``(series_id, time)``
 index answers. Labels are joined back on the client, once per series, not once per point.
 """
