@@ -60,8 +60,9 @@ def _frames(n_orders: int, n_fills: int, seed: int = 1) -> tuple[pl.DataFrame, p
         "venue": "binance", "market": o_market[pick], "side": o_side[pick],
         "price": rng.uniform(90, 110, n_fills), "size": rng.uniform(0.01, 1.0, n_fills),
         "fee": rng.uniform(0, 0.05, n_fills), "fee_currency": "USD",
-    }).with_columns(timestamp=pl.Series(
-        int(start.timestamp()) * 1_000_000 + np.sort(rng.integers(0, 7 * 86_400_000_000, n_fills))
+    }).with_columns(timestamp=pl.Series(  # after its order (placed every 10 s), within a week
+        int(start.timestamp()) * 1_000_000 + pick * 10_000_000
+        + rng.integers(0, 7 * 86_400_000_000, n_fills)
     ).cast(pl.Datetime("us", "UTC")))
     return orders, fills
 

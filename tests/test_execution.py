@@ -203,6 +203,20 @@ CONSTRAINTS = [
                  "of a 'cancelled' event is not a stored order", id="event-unknown-order"),
     pytest.param(lambda s: s.update_order_status(uuid.UUID(int=1), "gone", T0),
                  "order_events_status_check", "got 'gone'", id="event-status"),
+    pytest.param(lambda s: s.store_fill(_fill(size=0.6)), "fills_within_order_size",
+                 "the fills of order '00000000-0000-0000-0000-000000000001' would add up to 0.6, "
+                 r"above the order's size 0.5 \(allowed: the size \+ 1e-09 of it",
+                 id="fill-above-order-size"),
+    pytest.param(lambda s: s.store_fill(_fill(timestamp=T0 - timedelta(days=1))),
+                 "fills_after_order", "fill '00000000-0000-0000-0000-000000000065' at "
+                 "2024-02-29 12:00:00[+]00 is dated before its order "
+                 "'00000000-0000-0000-0000-000000000001', placed at 2024-03-01 12:00:00[+]00",
+                 id="fill-before-order"),
+    pytest.param(lambda s: s.update_order_status(uuid.UUID(int=1), "filled", T0 + timedelta(1),
+                                                 filled_size=10.0),
+                 "order_events_filled_size_within_order", "a 'filled' event of order "
+                 "'00000000-0000-0000-0000-000000000001' reports filled_size 10.0, above the "
+                 "order's size 0.5", id="event-filled-size-above-order"),
 ]
 
 
@@ -238,11 +252,50 @@ def test_the_database_enforces_the_same_constraints(engine: agts.StorageEngine) 
 
 def test_a_failing_batch_writes_nothing(placed: agts.ExecutionStore,
                                         engine: agts.StorageEngine) -> None:
-    good = [_fill(id=uuid.UUID(int=300 + i)) for i in range(5)]
+    good = [_fill(id=uuid.UUID(int=300 + i), size=0.1) for i in range(5)]
     with pytest.raises(agts.ConstraintError, match="is not a stored order"):
         placed.store_fills([*good, _fill(id=uuid.UUID(int=399), order_id=uuid.UUID(int=42))])
     assert _count(engine, "fills") == 0
     assert placed.store_fills(good) == 5
+
+
+def test_fills_add_up_to_at_most_their_order_over_calls_and_batches(
+        store: agts.ExecutionStore, engine: agts.StorageEngine) -> None:
+    """The issue's case: an order of 1.0, fills of 5.0 and 0.9, one a day early, a report of
+    10.0. Every overfill is refused whole, across calls and within a batch; fills that fit are
+    stored, float rounding of a sum is tolerated, and a resend adds nothing to the total."""
+    store.store_order(_order(size=1.0))
+    with pytest.raises(agts.ConstraintError, match="would add up to 5.0, above the order's size 1.0"):
+        store.store_fill(_fill(size=5.0))
+    assert store.store_fill(_fill(size=0.9))
+    with pytest.raises(agts.ConstraintError, match="is dated before its order"):
+        store.store_fill(_fill(id=uuid.UUID(int=102), size=0.05, timestamp=T0 - timedelta(days=1)))
+    with pytest.raises(agts.ConstraintError, match="reports filled_size 10.0"):
+        store.update_order_status(uuid.UUID(int=1), "filled", T0 + timedelta(minutes=1),
+                                  filled_size=10.0)
+    # A batch whose fills fit one by one but not together is refused whole.
+    batch = [_fill(id=uuid.UUID(int=110 + i), size=0.06) for i in range(2)]
+    with pytest.raises(agts.ConstraintError, match=r"would add up to 1.02\d*, above"):
+        store.store_fills(batch)
+    assert _count(engine, "fills") == 1
+    # The original fill again is a no-op and adds nothing; 0.1 fits (0.9 + 0.1 = 1.0 exactly).
+    assert store.store_fills([_fill(size=0.9), _fill(id=uuid.UUID(int=120), size=0.1)]) == 1
+    assert store.store_fill(_fill(size=0.9)) is False
+    state = store.order_state(uuid.UUID(int=1))
+    assert (state.size, state.filled_size) == (1.0, 1.0)
+    with pytest.raises(agts.ConstraintError, match="fills_within_order_size"):
+        store.store_fill(_fill(id=uuid.UUID(int=121), size=1e-6))
+    assert store.update_order_status(uuid.UUID(int=1), "filled", T0 + timedelta(minutes=1),
+                                     filled_size=1.0)
+    with engine.db.connection() as conn:
+        assert conn.execute("SELECT size, filled_size FROM agts.order_ids").fetchone() == (1.0, 1.0)
+
+
+def test_float_rounding_of_a_sum_of_fills_is_tolerated(store: agts.ExecutionStore) -> None:
+    store.store_order(_order(size=0.3))
+    assert store.store_fills([_fill(id=uuid.UUID(int=130), size=0.1),
+                              _fill(id=uuid.UUID(int=131), size=0.2)]) == 2  # 0.30000000000000004
+    assert store.order_state(uuid.UUID(int=1)).filled_size == pytest.approx(0.3)
 
 
 @pytest.mark.parametrize(("data", "error", "message"), [

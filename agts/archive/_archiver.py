@@ -10,8 +10,9 @@ Each step commits its state to ``agts.archive_units`` before the next one starts
   (rows that arrived late send it back to ``exporting``), drop the chunk (``drop_chunks``) or delete
   the metric's rows, and mark the unit ``dropped``. Either all of that commits or none of it.
 
-Only one run works on a hypertable at a time (a transaction-scoped advisory lock, released by the
-server even if the process dies).
+Only one run works on a hypertable at a time (its row of ``agts.locks``, see
+:meth:`agts.db._database.Database.exclusive`: released by the server even if the process dies, and
+out of a reader's reach).
 """
 
 from __future__ import annotations
@@ -109,13 +110,11 @@ class Archiver:
         """Archive every whole chunk inside ``[start, end)`` (and unfinished units there)."""
         report = ArchiveReport(table=self.spec.name)
         began = time.perf_counter()
-        lock_key = f"agts.archive:{self.spec.qualified}"
-        with self.db.connection() as lock_conn:
-            row = lock_conn.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s))",
-                                    [lock_key]).fetchone()
-            if not row or not row[0]:
+        with self.db.exclusive(f"archive:{self.spec.qualified}") as held:
+            if not held:
                 report.skipped.append((self.spec.name, "another archive run holds this table"))
                 return report
+            self.store.remove_stray_temp_files(f"table={self.spec.name}")
             for unit in self._units(start, end, metric_name):
                 self._process(unit, drop=drop, report=report)
             self.write_manifest()

@@ -142,6 +142,36 @@ class Database:
                 f"{self.config.connection_timeout_sec:g}s (pool of {self.config.max_connections})"
             ) from exc
 
+    @contextmanager
+    def exclusive(self, name: str, *, wait: bool = False) -> Iterator[bool]:
+        """Hold agts' maintenance lock ``name`` for the block; yields False, without waiting,
+        when another session holds it (unless ``wait``).
+
+        The lock is the row ``name`` of ``agts.locks`` held ``FOR UPDATE`` by a transaction of
+        its own, open for the block: only roles that may update agts' tables can take it (a
+        login with the reader role cannot hold archive runs or refreshes up, as it could with an
+        advisory lock), and the server releases it when the session ends, also if the process
+        dies.
+        """
+        with self.connection() as conn:
+            try:
+                conn.execute("INSERT INTO agts.locks (name) VALUES (%s) ON CONFLICT DO NOTHING",
+                             [name])
+                conn.commit()
+                nowait = "" if wait else " NOWAIT"
+                conn.execute("SELECT name FROM agts.locks WHERE name = %s FOR UPDATE" + nowait,
+                             [name])
+            except psycopg.errors.LockNotAvailable:
+                conn.rollback()
+                yield False
+                return
+            except psycopg.Error as exc:
+                raise translate(exc, action=f"take the lock {name!r}") from exc
+            try:
+                yield True
+            finally:
+                conn.rollback()
+
     # -- ADBC (bulk data) --------------------------------------------------------------------
 
     @contextmanager

@@ -15,6 +15,7 @@ import polars as pl
 
 __all__ = [
     "DECISIONS",
+    "FILL_TOLERANCE",
     "ORDER_TYPES",
     "SIDES",
     "SPECS",
@@ -42,6 +43,10 @@ STATUSES: tuple[str, ...] = get_args(OrderStatus)
 TERMINAL_STATUSES: tuple[str, ...] = ("filled", "cancelled", "rejected", "expired")
 DECISIONS: tuple[str, ...] = get_args(Decision)
 LIMIT_TYPES: tuple[str, ...] = ("limit", "stop_limit", "take_profit_limit")
+#: How far the fills of an order may add up above its size, relative to the size: room for float
+#: rounding of a sum of fills (0.1 + 0.2 on an order of 0.3), not for a real overfill. The same
+#: bound applies to a reported ``filled_size``.
+FILL_TOLERANCE = 1e-9
 
 ColumnType = Literal["uuid", "timestamptz", "text", "float8", "jsonb"]
 
@@ -76,7 +81,11 @@ class TableSpec:
     key_constraint: str
     conflict_target: tuple[str, ...]  # the unique index ON CONFLICT uses
     rules: tuple[Rule, ...]
-    lock_key: int
+
+    @property
+    def lock(self) -> str:
+        """The row of ``agts.locks`` a write of this kind holds (migration 0008)."""
+        return f"execution:{self.kind}"
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -122,7 +131,6 @@ _ORDERS = TableSpec(
              lambda: pl.col("price").is_null() & pl.col("order_type").is_in(list(LIMIT_TYPES))),
         Rule("orders_size_check", "size", _POSITIVE, _not_positive("size")),
     ),
-    lock_key=0x6167747300000001,
 )
 
 _ORDER_EVENTS = TableSpec(
@@ -139,7 +147,6 @@ _ORDER_EVENTS = TableSpec(
         Rule("order_events_filled_size_check", "filled_size", _NON_NEGATIVE,
              _negative("filled_size")),
     ),
-    lock_key=0x6167747300000002,
 )
 
 _FILLS = TableSpec(
@@ -157,7 +164,6 @@ _FILLS = TableSpec(
         Rule("fills_size_check", "size", _POSITIVE, _not_positive("size")),
         Rule("fills_fee_check", "fee", _NON_NEGATIVE, _negative("fee")),
     ),
-    lock_key=0x6167747300000003,
 )
 
 _POSITIONS = TableSpec(
@@ -175,7 +181,6 @@ _POSITIONS = TableSpec(
         Rule("position_snapshots_avg_entry_price_check", "avg_entry_price", _NON_NEGATIVE,
              _negative("avg_entry_price")),
     ),
-    lock_key=0x6167747300000004,
 )
 
 _RISK = TableSpec(
@@ -191,7 +196,6 @@ _RISK = TableSpec(
         Rule("risk_decisions_decision_check", "decision", _one_of(DECISIONS),
              _not_in("decision", DECISIONS)),
     ),
-    lock_key=0x6167747300000005,
 )
 
 _QUOTES = TableSpec(
@@ -210,7 +214,6 @@ _QUOTES = TableSpec(
         Rule("market_quotes_crossed_check", "bid", "must not exceed ask",
              lambda: pl.col("bid") > pl.col("ask")),
     ),
-    lock_key=0x6167747300000006,
 )
 
 SPECS: dict[str, TableSpec] = {

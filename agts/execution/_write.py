@@ -2,16 +2,22 @@
 the target's types → checks → ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``, all in one
 transaction (rows staged twice with the same payload collapse in that insert).
 
-A call takes a transaction-scoped advisory lock per table first, so the checks below and the
-insert see the same committed rows no matter how many agts writers run at once:
+A call first locks its table's row of ``agts.locks`` (``FOR UPDATE``, for the transaction), so the
+checks below and the insert see the same committed rows no matter how many agts writers run at
+once; only roles that may write can take that lock, so a reader cannot hold writers up:
 
 * a key staged twice with different payloads, or already stored with a different payload, is a
   :class:`~agts.errors.ConflictError` naming the first differing column; the same payload again is
   skipped (idempotent);
-* kind-specific integrity (client_order_id uniqueness, a fill's order exists and matches, the
-  order lifecycle) is a :class:`~agts.errors.ConstraintError` naming constraint, column and value.
+* kind-specific integrity is a :class:`~agts.errors.ConstraintError` naming the constraint, the
+  record and the values: client_order_id uniqueness; a fill's order exists and matches its venue,
+  market and side; a fill is not dated before its order; the fills of an order add up to at most
+  its size (within :data:`~agts.execution._schema.FILL_TOLERANCE` of it, counting the fills stored
+  before, also archived ones: ``agts.order_ids.filled_size``); a reported ``filled_size`` is at
+  most the order's size; no status follows a final one.
 
-Nothing is written unless every row passes.
+Nothing of a batch is written unless every row passes: a batch with one refused row is refused
+whole.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from psycopg import sql
 
 from agts.db._database import Database
 from agts.errors import ConflictError, ConstraintError, StorageError, translate
-from agts.execution._schema import TERMINAL_STATUSES, TableSpec
+from agts.execution._schema import FILL_TOLERANCE, TERMINAL_STATUSES, TableSpec
 
 __all__ = ["write"]
 
@@ -96,6 +102,7 @@ def _insert(spec: TableSpec) -> str:
 
 
 _TERMINAL = sql.SQL(", ").join(sql.Literal(s) for s in TERMINAL_STATUSES)
+_LIMIT = f"(1 + {FILL_TOLERANCE!r})"  # size * _LIMIT: the most an order's fills may add up to
 
 # Kind-specific checks: (constraint, query). Each query returns at most one offending row.
 _CHECKS: dict[str, list[tuple[str, str]]] = {
@@ -115,11 +122,19 @@ _CHECKS: dict[str, list[tuple[str, str]]] = {
             FROM {_NEW} n LEFT JOIN agts.order_ids r ON r.id = n.order_id
             WHERE (n.venue, n.market, n.side) IS DISTINCT FROM (r.venue, r.market, r.side)
             ORDER BY r.id IS NOT NULL LIMIT 1"""),
+        ("fills_after_order", f"""
+            SELECT n.id::text, n.timestamp::text, r.id::text, r.timestamp::text
+            FROM {_NEW} n JOIN agts.order_ids r ON r.id = n.order_id
+            WHERE n.timestamp < r.timestamp ORDER BY n.timestamp LIMIT 1"""),
     ],
     "order_events": [
         ("order_events_order_id_fkey", f"""
             SELECT n.status, n.order_id::text FROM {_NEW} n
             WHERE NOT EXISTS (SELECT 1 FROM agts.order_ids r WHERE r.id = n.order_id) LIMIT 1"""),
+        ("order_events_filled_size_within_order", f"""
+            SELECT n.order_id::text, n.status, n.filled_size, r.size
+            FROM {_NEW} n JOIN agts.order_ids r ON r.id = n.order_id
+            WHERE n.filled_size > r.size * {_LIMIT} ORDER BY n.timestamp LIMIT 1"""),
         ("order_lifecycle", _render(sql.SQL("""
             SELECT n.order_id::text, n.status, n.timestamp::text, e.status, e.timestamp::text
             FROM {new} n JOIN LATERAL (
@@ -135,10 +150,27 @@ _CHECKS: dict[str, list[tuple[str, str]]] = {
 }
 
 _ORDER_INSERTS = [
-    f"""INSERT INTO agts.order_ids (id, timestamp, client_order_id, venue, market, side)
-        SELECT id, timestamp, client_order_id, venue, market, side FROM {_NEW}
+    f"""INSERT INTO agts.order_ids (id, timestamp, client_order_id, venue, market, side, size)
+        SELECT id, timestamp, client_order_id, venue, market, side, size FROM {_NEW}
         ON CONFLICT (id) DO NOTHING""",
 ]
+# Fills: the insert adds what it stored to the orders' filled_size in the same statement, and the
+# check after it finds an order whose fills now add up to more than its size (the transaction is
+# then rolled back). Rows already stored are skipped by the insert, so a resend adds nothing.
+_FILLS_INSERT = f"""
+    WITH ins AS (
+        INSERT INTO agts.fills (id, timestamp, order_id, venue, market, side, price, size, fee,
+                                fee_currency)
+        SELECT id, timestamp, order_id, venue, market, side, price, size, fee, fee_currency
+        FROM {_NEW} ON CONFLICT (id, timestamp) DO NOTHING RETURNING order_id, size),
+    added AS (SELECT order_id, sum(size) AS size FROM ins GROUP BY order_id),
+    upd AS (UPDATE agts.order_ids r SET filled_size = r.filled_size + a.size FROM added a
+            WHERE r.id = a.order_id RETURNING 1)
+    SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM upd)"""
+_OVERFILL = ("fills_within_order_size", f"""
+    SELECT r.id::text, r.filled_size, r.size FROM agts.order_ids r
+    WHERE r.id IN (SELECT order_id FROM {_NEW}) AND r.filled_size > r.size * {_LIMIT}
+    LIMIT 1""")
 _ORDER_EVENTS_INSERT = f"""
     INSERT INTO agts.order_events (timestamp, order_id, status)
     SELECT timestamp, id, status FROM {_NEW} ON CONFLICT DO NOTHING"""
@@ -159,6 +191,16 @@ def _check_message(constraint: str, spec: TableSpec, row: tuple[Any, ...]) -> st
                 f"{column} {stored!r}")
     if constraint == "order_events_order_id_fkey":
         return prefix + f"order_id {row[1]!r} of a {row[0]!r} event is not a stored order"
+    if constraint == "fills_after_order":
+        return (prefix + f"fill {row[0]!r} at {row[1]} is dated before its order {row[2]!r}, "
+                f"placed at {row[3]}")
+    if constraint == "order_events_filled_size_within_order":
+        return (prefix + f"a {row[1]!r} event of order {row[0]!r} reports filled_size "
+                f"{row[2]!r}, above the order's size {row[3]!r}")
+    if constraint == "fills_within_order_size":
+        return (prefix + f"the fills of order {row[0]!r} would add up to {row[1]!r}, above the "
+                f"order's size {row[2]!r} (allowed: the size + {FILL_TOLERANCE:g} of it, for "
+                "float rounding)")
     if constraint == "order_lifecycle":
         return (prefix + f"order {row[0]!r} is {row[3]!r} since {row[4]}; status {row[1]!r} at "
                 f"{row[2]} cannot follow a final status")
@@ -194,11 +236,12 @@ def write(db: Database, spec: TableSpec, table: pa.Table) -> int:
                 cur.adbc_ingest(_STAGE, table, mode="replace", temporary=True)
                 for statement in _jsonb_columns(spec):
                     cur.execute(statement)
-                cur.execute("SELECT pg_advisory_xact_lock($1)", parameters=(spec.lock_key,))
+                cur.execute(_lock(spec))
                 cur.fetchall()
                 problem = _find_problem(cur, spec, single=table.num_rows == 1)
                 if problem is None:
                     inserted = _insert_all(cur, spec)
+                    problem = _check_after_insert(cur, spec)
                 cur.execute(f"DROP TABLE {_STAGE}")
             if problem is None:
                 conn.commit()
@@ -238,11 +281,27 @@ def _find_problem(cur: Any, spec: TableSpec, *, single: bool) -> StorageError | 
     return None
 
 
+def _lock(spec: TableSpec) -> str:
+    return _render(sql.SQL("SELECT name FROM agts.locks WHERE name = {} FOR UPDATE").format(
+        sql.Literal(spec.lock)))
+
+
+def _check_after_insert(cur: Any, spec: TableSpec) -> StorageError | None:
+    if spec.kind != "fills":
+        return None
+    constraint, query = _OVERFILL
+    cur.execute(query)
+    row = cur.fetchone()
+    if row is None:
+        return None
+    return ConstraintError(_check_message(constraint, spec, tuple(row)), constraint=constraint)
+
+
 def _insert_all(cur: Any, spec: TableSpec) -> int:
     if spec.kind == "orders":
         for statement in _ORDER_INSERTS:
             cur.execute(statement)
-    cur.execute(_insert(spec))
+    cur.execute(_FILLS_INSERT if spec.kind == "fills" else _insert(spec))
     row = cur.fetchone()
     inserted = int(row[0]) if row else 0
     if spec.kind == "orders":

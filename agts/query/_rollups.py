@@ -35,8 +35,8 @@ __all__ = ["ROLLUPS", "Rollup", "RollupView", "choose", "read_view", "refresh", 
 
 log = logging.getLogger(__name__)
 
-#: Key of the transaction advisory lock serializing refreshes (bytes of "agtsrllp").
-LOCK_KEY = int.from_bytes(b"agtsrllp", "big") & 0x7FFFFFFFFFFFFFFF
+#: The row of ``agts.locks`` that serializes refreshes (migration 0008; a reader cannot take it).
+LOCK = "rollups"
 
 
 @dataclass(frozen=True)
@@ -203,7 +203,7 @@ def _refresh_table(db: Database, rollup: Rollup) -> int:
               "ON CONFLICT (series_id, bucket) DO UPDATE SET "
               + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS))
     with db.connection() as conn, conn.cursor() as cur:
-        cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+        cur.execute(f"SELECT name FROM agts.locks WHERE name = '{LOCK}' FOR UPDATE")
         batches, ranges, new_watermark, new_xmin = _plan(cur, rollup)
         for low, high in ranges:
             cur.execute(upsert, (rollup.width, low, high))
@@ -214,22 +214,19 @@ def _refresh_table(db: Database, rollup: Rollup) -> int:
 
 def _refresh_cagg(db: Database, rollup: Rollup) -> int:
     # refresh_continuous_aggregate refuses to run in a transaction block: plan and record in
-    # transactions, materialize in autocommit between them (under a session advisory lock).
-    with db.connection() as conn:
+    # transactions, materialize in autocommit between them, all under the lock that a second
+    # session holds for the whole refresh.
+    with db.exclusive(LOCK, wait=True), db.connection() as conn:
         conn.commit()
         conn.autocommit = True
         try:
-            conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
-            try:
-                with conn.transaction(), conn.cursor() as cur:
-                    batches, ranges, new_watermark, new_xmin = _plan(cur, rollup)
-                for low, high in ranges:
-                    conn.execute("CALL refresh_continuous_aggregate(%s, %s, %s)",
-                                 (rollup.table, low, high))
-                with conn.transaction(), conn.cursor() as cur:
-                    _record(cur, rollup, batches, new_watermark, new_xmin)
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+            with conn.transaction(), conn.cursor() as cur:
+                batches, ranges, new_watermark, new_xmin = _plan(cur, rollup)
+            for low, high in ranges:
+                conn.execute("CALL refresh_continuous_aggregate(%s, %s, %s)",
+                             (rollup.table, low, high))
+            with conn.transaction(), conn.cursor() as cur:
+                _record(cur, rollup, batches, new_watermark, new_xmin)
         finally:
             conn.autocommit = False
     return len(ranges)

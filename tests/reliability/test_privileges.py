@@ -8,8 +8,10 @@ import datetime as dt
 import os
 import pwd
 import subprocess
+import threading
 import uuid
 from pathlib import Path
+from typing import Any
 
 import adbc_driver_postgresql.dbapi as adbc_dbapi
 import polars as pl
@@ -71,6 +73,53 @@ def test_writer_ingests_and_stores_execution_history_reader_queries_everything(
         assert conn.execute("SELECT count(*) FROM agts.metric_points").fetchone() == (800,)
         assert conn.execute("SELECT count(*) FROM agts.orders").fetchone() == (1,)
     assert idle_in_transaction(engine.config) == []
+
+
+#: The advisory lock keys agts used before migration 0008 (archive of metric points, rollup
+#: refreshes, fill writes): any role could take them.
+_OLD_KEYS = ["hashtext('agts.archive:agts.metric_points')",
+             str(int.from_bytes(b"agtsrllp", "big") & 0x7FFFFFFFFFFFFFFF), str(0x6167747300000003)]
+
+
+def test_a_reader_cannot_block_archive_retention_refresh_or_writes(
+    engine: agts.StorageEngine, config: agts.StorageConfig, logins: dict,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A login with only the reader role holds every lock it can take, for as long as it likes:
+    archive (with drop), retention, rollup refreshes and the writer's fills all go on."""
+    day = dt.datetime(2025, 1, 6, tzinfo=dt.UTC)  # a whole chunk, past the default retention
+    engine.insert_metrics_batch(seq_points(0, 2000, step_us=60_000_000, start=day))
+    with agts.connect(logins["writer"]) as writer:
+        agts.ExecutionStore(writer).store_order(agts.Order(ORDER, T0, "v", "BTC-USDT", "buy",
+                                                           "limit", 10.0, 2.0, "new", "priv-1"))
+    with psycopg.connect(logins["reader"].database.conninfo(), autocommit=True) as reader:
+        for key in _OLD_KEYS:
+            reader.execute(f"SELECT pg_advisory_lock({key})")
+        for statement in ("SELECT * FROM agts.locks FOR UPDATE",
+                          "SELECT * FROM agts.locks FOR KEY SHARE",
+                          "LOCK TABLE agts.locks IN EXCLUSIVE MODE",
+                          "INSERT INTO agts.locks VALUES ('archive:agts.metric_points')"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege), reader.transaction():
+                reader.execute(statement)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM agts.locks")  # a reader's open transaction
+
+        report = engine.archive("metrics", day, day + dt.timedelta(days=1), drop=True,
+                                root=str(tmp_path / "cold"))
+        assert (report.units_dropped, report.rows_exported, report.skipped) == (1, 1440, [])
+        done: list[Any] = []
+        refresh = threading.Thread(target=lambda: done.append(engine.refresh_rollups()),
+                                   daemon=True)
+        refresh.start()
+        refresh.join(30)
+        assert done, "refresh_rollups waited for the reader's lock"
+        with agts.connect(logins["writer"]) as writer:
+            assert agts.ExecutionStore(writer).store_fill(agts.Fill(
+                uuid.uuid4(), T0, ORDER, "v", "BTC-USDT", "buy", 10.0, 1.0, 0.01, "USDT"))
+        retention = config.with_overrides(archive={"root": str(tmp_path / "cold")})
+        with agts.connect(retention) as owner:
+            ran = owner.run_retention()
+        assert ran.chunks_dropped >= 1 and not [s for s in ran.skipped if "holds" in s[1]]
 
 
 def test_writer_cannot_drop_or_truncate_through_any_path(logins: dict) -> None:  # noqa: F811
