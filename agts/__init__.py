@@ -9,7 +9,7 @@ from agts._roles import RoleNames, create_roles, grant_role
 from agts.archive import ArchiveReport
 from agts.archive._cold import cold
 from agts.config import StorageConfig
-from agts.db import ServerInfo
+from agts.db import ServerInfo, TemporaryDatabase, create_database, temporary_database
 from agts.errors import (
     BackpressureError,
     ConfigError,
@@ -70,11 +70,14 @@ __all__ = [
     "StorageConfig",
     "StorageEngine",
     "StorageError",
+    "TemporaryDatabase",
     "ValidationError",
     "__version__",
     "cold",
     "connect",
+    "create_database",
     "create_roles",
     "grant_role",
     "next_cursor",
+    "temporary_database",
 ]

@@ -1,11 +1,18 @@
 """The cold tier: archive old chunks to Parquet, query them with DuckDB and Polars, read hot ∪ cold,
 restore, and see the storage report.
 
-Run: ``python examples/archive_cold_tier.py [ARCHIVE_DIR]`` (default: a temporary directory).
+Runs in a temporary database of its own on the configured server (``$AGTS_DSN``, a config
+file, or the local default of ``agts local start``), created here and dropped at the end:
+nothing in your databases is read or changed. It archives and drops data, which is why it needs a
+database of its own. The Parquet files go to ARCHIVE_DIR (kept after the run) or to a temporary
+directory (removed at the end).
+
+Run: ``python examples/archive_cold_tier.py [ARCHIVE_DIR]``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import tempfile
 from datetime import UTC, datetime, timedelta
@@ -16,9 +23,12 @@ import agts
 
 DAY = datetime(2026, 1, 10, tzinfo=UTC)  # old enough for the default 90-day retention
 
-root = sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="agts-archive-")
-
-with agts.connect(migrate=True) as engine:
+with (
+    (contextlib.nullcontext(sys.argv[1]) if len(sys.argv) > 1
+     else tempfile.TemporaryDirectory(prefix="agts-archive-")) as root,
+    agts.temporary_database() as config,
+    agts.connect(config, migrate=True) as engine,
+):
     # Three days of one metric, a point a minute (chunks are one day by default).
     times = [DAY + timedelta(minutes=i) for i in range(3 * 1440)]
     engine.insert_metrics_batch(pl.DataFrame({

@@ -1,5 +1,9 @@
 """Execution history: orders and their lifecycle, fills, risk decisions, positions and PnL.
 
+Runs in a temporary database of its own on the configured server (``$AGTS_DSN``, a config
+file, or the local default of ``agts local start``), created here and dropped at the end:
+nothing in your databases is read or changed.
+
 Run: ``python examples/execution_history.py``.
 """
 
@@ -15,7 +19,7 @@ from agts import positions
 
 T0 = datetime(2026, 4, 3, 14, tzinfo=UTC)
 
-with agts.connect(migrate=True) as engine:
+with agts.temporary_database() as config, agts.connect(config, migrate=True) as engine:
     store = agts.ExecutionStore(engine)  # shares the engine's connections
 
     # The risk module's decision, then the order it allowed.

@@ -1,7 +1,10 @@
 """Insert metric points: one at a time, in batches (dataclasses or frames), and safely retried.
 
-Run: ``python examples/insert_metrics.py`` (database: $AGTS_DSN, a config file, or the local
-default of ``agts local start``).
+Runs in a temporary database of its own on the configured server (``$AGTS_DSN``, a config
+file, or the local default of ``agts local start``), created here and dropped at the end:
+nothing in your databases is read or changed.
+
+Run: ``python examples/insert_metrics.py``.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import agts
 
 START = datetime(2026, 4, 1, 9, 30, tzinfo=UTC)
 
-with agts.connect(migrate=True) as engine:
+with agts.temporary_database() as config, agts.connect(config, migrate=True) as engine:
     # One point, as in the seed API (prefer batches: each call is a round trip).
     engine.insert_metric(agts.MetricPoint(START, "order_latency_ms", 3.2,
                                           {"venue": "binance", "endpoint": "place_order"}))

@@ -1,5 +1,9 @@
 """The buffered ingest pipeline: producers in threads and asyncio, backpressure, statistics.
 
+Runs in a temporary database of its own on the configured server (``$AGTS_DSN``, a config
+file, or the local default of ``agts local start``), created here and dropped at the end:
+nothing in your databases is read or changed.
+
 Run: ``python examples/pipeline_backpressure.py``.
 """
 
@@ -33,8 +37,11 @@ async def produce_async(ingestor: agts.Ingestor) -> None:
         await ingestor.aput(batch)
 
 
-with agts.connect(migrate=True) as engine:
-    spool = tempfile.mkdtemp(prefix="agts-spool-")  # where batches wait if the database is away
+with (
+    agts.temporary_database() as config,
+    agts.connect(config, migrate=True) as engine,
+    tempfile.TemporaryDirectory(prefix="agts-spool-") as spool,  # batches wait here if the
+):                                                               # database is away
     # "block": a full buffer makes producers wait (up to backpressure_timeout_sec), so a slow
     # database slows the producers down instead of growing memory without bound.
     with engine.ingestor(batch_size=5_000, max_buffer_size=20_000, backpressure="block",

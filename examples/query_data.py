@@ -1,6 +1,10 @@
 """Query metrics: raw ranges, time buckets with percentiles, several metrics, pages, streams.
 
-Run: ``python examples/query_data.py`` (it first stores a small sample so it runs anywhere).
+Runs in a temporary database of its own on the configured server (``$AGTS_DSN``, a config
+file, or the local default of ``agts local start``), created here and dropped at the end:
+nothing in your databases is read or changed. It first stores a small sample there.
+
+Run: ``python examples/query_data.py``.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from agts.sample import trading_day
 START = datetime(2026, 4, 2, tzinfo=UTC)
 END = START + timedelta(hours=6)
 
-with agts.connect(migrate=True) as engine:
+with agts.temporary_database() as config, agts.connect(config, migrate=True) as engine:
     day = trading_day(seed=1, points=60_000, orders=100, start=START, hours=6)
     engine.insert_metrics_batch(day.metrics)
 

@@ -36,16 +36,38 @@ def test_every_example_is_tested() -> None:
     assert sorted(p.name for p in EXAMPLES.glob("*.py")) == sorted(EXPECTED)
 
 
+def _databases(config: agts.StorageConfig) -> set[str]:
+    with agts.connect(config) as engine, engine.db.connection() as conn:
+        return {r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
+
+
+def _hot_rows(config: agts.StorageConfig) -> int:
+    with agts.connect(config) as engine, engine.db.connection() as conn:
+        row = conn.execute("SELECT (SELECT count(*) FROM agts.metric_points) "
+                           "+ (SELECT count(*) FROM agts.orders)").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_example_runs(name: str, config: agts.StorageConfig, tmp_path: Path) -> None:
+def test_example_runs_twice_in_a_database_of_its_own(
+        name: str, config: agts.StorageConfig, tmp_path: Path) -> None:
+    """Each example makes a temporary database, says so first, and leaves nothing behind: the
+    configured database is untouched and no database of its own is left; a second run gives the
+    same output."""
+    assert "temporary database of its own" in (EXAMPLES / name).read_text().split('"""')[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGTS_")}
     env["AGTS_DSN"] = config.database.conninfo()
     env["HOME"] = str(tmp_path)  # the pipeline's default spool lives under the home directory
     args = [str(tmp_path / "archive")] if name == "archive_cold_tier.py" else []
-    result = subprocess.run([sys.executable, str(EXAMPLES / name), *args], capture_output=True,
-                            text=True, env=env, cwd=tmp_path, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    for fragment in EXPECTED[name]:
-        assert fragment in result.stdout, fragment
+    before = _databases(config)
+    for run in (1, 2):
+        result = subprocess.run([sys.executable, str(EXAMPLES / name), *args], capture_output=True,
+                                text=True, env=env, cwd=tmp_path, timeout=300)
+        assert result.returncode == 0, f"run {run}: {result.stderr[-3000:]}"
+        for fragment in EXPECTED[name]:
+            assert fragment in result.stdout, (run, fragment)
+        assert _databases(config) == before, run
+    assert _hot_rows(config) == 0
     if name == "archive_cold_tier.py":
         assert list((tmp_path / "archive").glob("table=metrics/date=*/*.parquet"))

@@ -1,4 +1,5 @@
-"""``agts demo``: the main job, end to end on the configured (or local default) database."""
+"""``agts demo``: the main job, end to end, in a database of its own on the configured (or local
+default) server."""
 
 from __future__ import annotations
 
@@ -7,18 +8,18 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
-import psycopg
-from psycopg import sql
-
 from agts._engine import connect
 from agts.cli._common import add_json_flag, config_from_args, print_json
 from agts.cli._demo_job import DEFAULT_ARCHIVE_DIR, DemoOptions, DemoSummary, run_demo
-from agts.config import StorageConfig
-from agts.errors import translate
+from agts.db import create_database
 
-__all__ = ["ensure_database", "for_database", "register", "render", "run"]
+__all__ = ["DEMO_DATABASE", "DEMO_MARK", "register", "render", "run"]
 
 DEFAULT_POINTS = 1_000_000
+#: The demo archives and drops the older half of its day: it runs only in a database it made,
+#: which it marks with this comment.
+DEMO_DATABASE = "agts_demo"
+DEMO_MARK = "made by agts demo"
 _MAX_SEED = 9_999
 
 
@@ -34,7 +35,9 @@ def register(sub: Any) -> None:
             "summary.\n\n"
             "The day is 24 h from 12:00 UTC on 2026-01-01 + SEED days. Re-running with the same "
             "--seed and --points adds nothing (no duplicates); another seed adds another day. "
-            "--database runs it in a database of its own (created if missing). The Parquet "
+            "It archives and drops data, so it runs only in a database of its own on the "
+            f"configured server: {DEMO_DATABASE} (or --database NAME), which it creates and marks; "
+            "it refuses a database it did not make. The Parquet "
             f"files go to --archive-root, else archive.root, else ./{DEFAULT_ARCHIVE_DIR}."
         ),
         epilog="Examples:\n  agts demo                          # 1M points, seed 0\n"
@@ -50,9 +53,10 @@ def register(sub: Any) -> None:
                              "30 s end to end on 2 cores)")
     parser.add_argument("--orders", type=_positive, default=2_000,
                         help="orders placed over the day (default 2,000)")
-    parser.add_argument("--database", metavar="NAME",
-                        help="use database NAME on the configured server, creating it if missing "
-                             "(default: the configured database)")
+    parser.add_argument("--database", metavar="NAME", default=DEMO_DATABASE,
+                        help="the demo's own database on the configured server, created (and "
+                             f"marked) if missing; an unmarked one is refused (default "
+                             f"{DEMO_DATABASE})")
     parser.add_argument("--archive-root", metavar="DIR",
                         help=f"cold tier root: a directory or s3://bucket/prefix (default: "
                              f"archive.root, else ./{DEFAULT_ARCHIVE_DIR})")
@@ -78,32 +82,8 @@ def _seed(text: str) -> int:
     return int(text)
 
 
-def for_database(config: StorageConfig, name: str) -> StorageConfig:
-    """``config`` pointed at database ``name`` on the same server."""
-    if config.database.dsn:
-        dsn = psycopg.conninfo.make_conninfo(config.database.dsn, dbname=name)
-        return config.with_overrides(database={"dsn": dsn, "database": name})
-    return config.with_overrides(database={"database": name})
-
-
-def ensure_database(config: StorageConfig, name: str) -> bool:
-    """Create database ``name`` on the server of ``config`` if missing; True if created."""
-    admin = for_database(config, "postgres").database
-    try:
-        with psycopg.connect(admin.conninfo(), autocommit=True) as conn:
-            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
-                return False
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-            return True
-    except psycopg.Error as exc:
-        raise translate(exc, action=f"create database {name!r}") from exc
-
-
 def run(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
-    if args.database:
-        ensure_database(config, args.database)
-        config = for_database(config, args.database)
+    config = create_database(args.database, config_from_args(args), mark=DEMO_MARK)
     quiet = args.quiet or args.json
     options = DemoOptions(seed=args.seed, points=args.points, orders=args.orders,
                           archive_root=args.archive_root, progress=False if quiet else None)
