@@ -10,6 +10,7 @@ it is written straight to its key. S3 credentials come from the usual AWS source
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import io
 import logging
@@ -142,6 +143,9 @@ class ArchiveStore:
         temp = f"{parent}/.{final.rpartition('/')[2]}.{uuid.uuid4().hex[:8]}.tmp"
         try:
             with open(temp, "wb") as handle:
+                # Held while the file is written: remove_stray_temp_files() leaves it alone. The
+                # kernel drops the lock when the process dies, so a killed writer's file is stray.
+                fcntl.flock(handle, fcntl.LOCK_EX)
                 writer = HashingWriter(handle)
                 yield writer
                 handle.flush()
@@ -185,13 +189,32 @@ class ArchiveStore:
         with self._errors("read", relative), self.fs.open_input_stream(self.path(relative)) as src:
             return bytes(src.read())
 
-    def temp_files(self, relative_dir: str) -> list[str]:
-        """Leftover temporary files of interrupted local writes under ``relative_dir``."""
+    def remove_stray_temp_files(self, relative_dir: str) -> int:
+        """Delete the temporary files that interrupted local writes (a killed process) left under
+        ``relative_dir``; a file some live writer still holds is kept. Returns how many went."""
         if self.is_s3:
-            return []
+            return 0  # an interrupted S3 upload leaves no object
         selector = pafs.FileSelector(self.path(relative_dir), recursive=True, allow_not_found=True)
-        found = self.fs.get_file_info(selector)
-        return [f.path for f in found if f.base_name.startswith(".") and f.base_name.endswith(".tmp")]
+        removed = 0
+        with self._errors("list", relative_dir):
+            found = self.fs.get_file_info(selector)
+        for info in found:
+            if not (info.base_name.startswith(".") and info.base_name.endswith(".tmp")):
+                continue
+            try:
+                with open(info.path, "rb") as handle:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    os.unlink(info.path)
+            except BlockingIOError:
+                continue  # being written now
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                log.warning("cannot remove stray temporary file %s: %s", info.path, exc)
+                continue
+            removed += 1
+            log.info("removed stray temporary file %s (an interrupted write)", info.path)
+        return removed
 
     @contextlib.contextmanager
     def _errors(self, action: str, relative: str) -> Iterator[None]:

@@ -3,6 +3,7 @@ two archivers racing on the same range, and a migration interrupted halfway."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -163,6 +164,55 @@ def test_archivers_racing_on_one_range_keep_every_row_once(
         assert len(list((tmp_path / "archive").rglob("*.parquet"))) == DAYS
         assert idle_in_transaction(cfg) == []
     record("archivers racing on one range", calls=calls, told_another_run_holds_it=len(skipped),
+           rows_checked=rows, duplicates=0, lost=0)
+
+
+ARCHIVE_SCRIPT = """
+import sys
+from datetime import datetime, timedelta
+import agts
+day = datetime.fromisoformat(sys.argv[2])
+with agts.connect() as engine:
+    engine.archive("metrics", day, day + timedelta(days=1), drop=True, root=sys.argv[1])
+"""
+
+
+def test_archive_sigkilled_while_writing_leaves_no_stray_file_after_the_next_run(
+    config: StorageConfig, tmp_path: Path, record: Record
+) -> None:
+    """An archiving process killed while it writes a Parquet file leaves ``.<name>.<hex>.tmp``;
+    the next run on that root removes it (and keeps a temporary file a live writer holds), then
+    archives the range with every row once."""
+    root = tmp_path / "archive"
+    day = datetime(2025, 3, 3, tzinfo=UTC)
+    n = 2_000_000  # about a second of Parquet writing: time to catch the temporary file
+    with agts.connect(config) as engine:
+        engine.insert_metrics_batch(seq_points(0, n, step_us=86_400_000_000 // n, start=day))
+    env = {**os.environ, "AGTS_DSN": config.database.conninfo()}
+    env.pop("AGTS_CONFIG", None)
+    proc = subprocess.Popen([sys.executable, "-c", ARCHIVE_SCRIPT, str(root), day.isoformat()],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: list(root.rglob(".*.tmp")), 60, "a temporary Parquet file")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stray = list(root.rglob(".*.tmp"))
+    assert stray and not list(root.rglob("*.parquet"))
+    live = stray[0].parent / ".another.parquet.0123abcd.tmp"  # a live writer's file
+    with open(live, "wb") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        with agts.connect(config) as engine:
+            report = engine.archive("metrics", day, day + timedelta(days=1), drop=True,
+                                    root=str(root))
+            assert (report.units_dropped, report.rows_exported) == (1, n)
+            cold = engine.query_cold("metrics", day, day + timedelta(days=1), metric_name="seq",
+                                     root=str(root)).get_column("value").to_list()
+            rows = check_exactly_once(stored(engine) + cold, range(n))
+        assert sorted(p.name for p in root.rglob(".*.tmp")) == [live.name]
+    record("archiving process SIGKILLed while writing Parquet", stray_removed=len(stray),
            rows_checked=rows, duplicates=0, lost=0)
 
 
