@@ -10,13 +10,14 @@ import sys
 import pytest
 
 import agts
+from agts.db import conninfo
 
 
 def run_cli(*args: str, config: agts.StorageConfig | None = None,
             env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGTS_")}
     if config is not None:
-        env["AGTS_DSN"] = config.database.conninfo()
+        env["AGTS_DSN"] = conninfo(config.database)
     env.update(env_extra or {})
     return subprocess.run([sys.executable, "-m", "agts.cli", *args], capture_output=True, text=True,
                           env=env, timeout=120)

@@ -17,6 +17,7 @@ import pytest
 import agts
 from agts.cli import build_parser
 from agts.cli._common import repeat
+from agts.db import conninfo
 from tests.test_cli import run_cli
 
 LEAVES = [
@@ -41,6 +42,7 @@ def test_help_has_examples_and_the_common_flags(command: list[str]) -> None:
     assert "Examples:" in text
     for flag in ("--json", "--config FILE", "--dsn DSN"):
         assert flag in text, flag
+    assert "Exit codes: 0 ok" in text and "2 usage error" in text and "141 stdout closed" in text
 
 
 def _points(config: agts.StorageConfig) -> int:
@@ -67,7 +69,13 @@ def test_archive_export_list_restore(config: agts.StorageConfig, tmp_path: Path)
     [entry] = json.loads(listing.stdout)
     assert (entry["state"], entry["rows"], entry["root"]) == ("dropped", 144, str(tmp_path))
     text = run_cli("archive", "list", config=config)
-    assert "dropped" in text.stdout and "1 file(s)" in text.stdout
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert lines[0] == f"archive root: {tmp_path}"
+    assert lines[1].split() == ["state", "rows", "size", "from", "to", "path"]
+    assert lines[2].split()[:2] == ["dropped", "144"] and " kB " in lines[2]
+    assert "2025-06-01T00:00:00.000000+00:00  2025-06-01T23:50:00.000000+00:00" in lines[2]
+    assert lines[-1] == "1 file(s)"
 
     env = {"AGTS_ARCHIVE__ROOT": str(tmp_path)}
     restore = run_cli("archive", "restore", "metrics", "2025-06-01", "2025-06-02", config=config,
@@ -85,10 +93,11 @@ def test_archive_export_text_and_failures(config: agts.StorageConfig, tmp_path: 
                  config=config)
     assert ok.returncode == 0, ok.stderr
     assert "metrics: exported 1 chunk range(s), 144 rows in 1 file(s)" in ok.stdout
+    # no root and an unknown table are mistakes of the command line: usage errors
     no_root = run_cli("archive", "export", "metrics", config=config)
-    assert no_root.returncode == 1 and "archive" in no_root.stderr and "root" in no_root.stderr
+    assert no_root.returncode == 2 and "archive" in no_root.stderr and "root" in no_root.stderr
     unknown = run_cli("archive", "export", "nonsense", "--root", str(tmp_path), config=config)
-    assert unknown.returncode == 1 and "'nonsense'" in unknown.stderr
+    assert unknown.returncode == 2 and "'nonsense'" in unknown.stderr
 
 
 def test_storage_and_retention_text(config: agts.StorageConfig, tmp_path: Path) -> None:
@@ -96,6 +105,21 @@ def test_storage_and_retention_text(config: agts.StorageConfig, tmp_path: Path) 
     storage = run_cli("storage", config=config)
     assert storage.returncode == 0, storage.stderr
     assert "metric_points" in storage.stdout or "metrics" in storage.stdout
+    # one header line, whole column names, sizes for people (not a Polars printout)
+    header, *rows = storage.stdout.splitlines()
+    assert header.split() == ["table", "hot", "warm", "cold", "total", "compression", "cold",
+                              "rows", "growth/day", "retention", "in", "30", "days", "steady",
+                              "state"]
+    metrics = next(r for r in rows if r.startswith("metrics "))
+    assert " kB " in metrics and "90 d" in metrics
+    assert "┆" not in storage.stdout and "---" not in storage.stdout
+    by_chunk = run_cli("storage", "--by", "chunk", config=config)
+    assert by_chunk.returncode == 0, by_chunk.stderr
+    header, *rows = by_chunk.stdout.splitlines()
+    assert header.split() == ["table", "tier", "chunk", "from", "to", "rows", "size"]
+    assert any(r.startswith("metrics  hot ") and "2025-06-01T00:00:00.000000+00:00" in r
+               for r in rows)
+    assert rows[-1].endswith("chunk(s) and archive unit(s)")
     chunks = run_cli("storage", "--by", "chunk", "--json", config=config)
     assert chunks.returncode == 0, chunks.stderr
     assert isinstance(json.loads(chunks.stdout), list)
@@ -129,7 +153,7 @@ def test_rollups_refresh_and_status(config: agts.StorageConfig) -> None:
     assert "0 ingest batch(es) pending" in text.stdout
     # --every: refreshes until SIGTERM, then exits 0
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGTS_")}
-    env["AGTS_DSN"] = config.database.conninfo()
+    env["AGTS_DSN"] = conninfo(config.database)
     service = subprocess.Popen([sys.executable, "-m", "agts.cli", "rollups", "refresh", "--every",
                                 "1s", "--json"], stdout=subprocess.PIPE, text=True, env=env)
     assert service.stdout is not None
@@ -150,7 +174,7 @@ def test_connection_flags_work_before_and_after_the_command(
     config: agts.StorageConfig, tmp_path: Path, command: list[str],
 ) -> None:
     settings = tmp_path / "agts.yaml"
-    settings.write_text(json.dumps({"database": {"dsn": config.database.conninfo()}}))
+    settings.write_text(json.dumps({"database": {"dsn": conninfo(config.database)}}))
     before = run_cli("--config", str(settings), *command, "--json")
     after = run_cli(*command, "--json", "--config", str(settings))
     assert before.returncode == after.returncode == 0, before.stderr + after.stderr

@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 import agts
+from agts.db import conninfo
 from tests.test_cli import run_cli
 
 START = datetime(2026, 3, 2, tzinfo=UTC)
@@ -46,9 +47,9 @@ def test_aggregates_as_json(loaded: agts.StorageConfig) -> None:
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
     assert [(r["timestamp"], r["venue"], r["avg"], r["max"], r["count"]) for r in rows[:3]] == [
-        ("2026-03-02T00:00:00+00:00", "binance", 29.5, 59.0, 60),
-        ("2026-03-02T00:00:00+00:00", "okx", 1029.5, 1059.0, 60),
-        ("2026-03-02T01:00:00+00:00", "binance", 89.5, 119.0, 60),
+        ("2026-03-02T00:00:00.000000+00:00", "binance", 29.5, 59.0, 60),
+        ("2026-03-02T00:00:00.000000+00:00", "okx", 1029.5, 1059.0, 60),
+        ("2026-03-02T01:00:00.000000+00:00", "binance", 89.5, 119.0, 60),
     ]
     assert len(rows) == 6
 
@@ -58,7 +59,7 @@ def test_any_of_several_label_values(loaded: agts.StorageConfig) -> None:
                      "--bucket", "3h", "--agg", "count", "--labels", "venue=okx",
                      "venue=binance", "--format", "csv", config=loaded)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["timestamp,count", "2026-03-02T00:00:00.000000+0000,360"]
+    assert result.stdout.splitlines() == ["timestamp,count", "2026-03-02T00:00:00.000000+00:00,360"]
 
 
 @pytest.mark.parametrize("suffix", ["parquet", "csv", "json"])
@@ -72,7 +73,7 @@ def test_raw_points_to_a_file_stream_past_max_results(loaded: agts.StorageConfig
     assert "more than 100 rows" in too_many.stderr and "--output FILE" in too_many.stderr
     # the connection flag after the command, as users type it (a file: no password in argv)
     settings = tmp_path / "agts.yaml"
-    settings.write_text(json.dumps({"database": {"dsn": loaded.database.conninfo()}}))
+    settings.write_text(json.dumps({"database": {"dsn": conninfo(loaded.database)}}))
     result = run_cli(*args, "--output", str(out), "--config", str(settings), env_extra=small)
     assert result.returncode == 0, result.stderr
     assert "360 rows written to" in result.stderr
@@ -94,12 +95,12 @@ def test_raw_points_to_a_file_stream_past_max_results(loaded: agts.StorageConfig
                  id="labels"),
     pytest.param(["--format", "parquet"], 2, "--format parquet needs --output FILE",
                  id="parquet-stdout"),
-    pytest.param(["--group-by", "venue"], 2, "--group-by and --fill need --bucket", id="group-by"),
-    pytest.param(["--start", "2026-03-02", "--end", "2026-03-03", "--bucket", "0s"], 1,
+    pytest.param(["--group-by", "venue"], 2, "--group-by needs --bucket", id="group-by"),
+    pytest.param(["--start", "2026-03-02", "--end", "2026-03-03", "--bucket", "0s"], 2,
                  "bucket must be a positive duration", id="bucket"),
     pytest.param(["--start", "2026-03-02", "--end", "2026-03-03", "--bucket", "1h", "--agg",
-                  "mode"], 1, "'mode'", id="aggregation"),
-    pytest.param(["--start", "2026-03-03", "--end", "2026-03-02"], 1, "end", id="range"),
+                  "mode"], 2, "'mode'", id="aggregation"),
+    pytest.param(["--start", "2026-03-03", "--end", "2026-03-02"], 2, "end", id="range"),
 ])
 def test_query_errors(config: agts.StorageConfig, args: list[str], code: int,
                       message: str) -> None:

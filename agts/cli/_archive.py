@@ -6,7 +6,16 @@ import argparse
 from dataclasses import asdict
 from typing import Any
 
-from agts.cli._common import add_json_flag, engine_from_args, print_json
+from agts.cli._common import (
+    add_json_flag,
+    engine_from_args,
+    human_size,
+    iso,
+    print_json,
+    print_table,
+    require_schema,
+    usage_errors,
+)
 
 
 def register(sub: Any) -> None:
@@ -43,7 +52,10 @@ def register(sub: Any) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     with engine_from_args(args) as engine:
-        report = engine.archive(args.table, args.start, args.end, drop=args.drop, root=args.root)
+        require_schema(engine)
+        with usage_errors():  # the table, the range and the root come from the command line
+            report = engine.archive(args.table, args.start, args.end, drop=args.drop,
+                                    root=args.root)
     if args.json:
         print_json(asdict(report))
         return 0
@@ -58,7 +70,9 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_restore(args: argparse.Namespace) -> int:
     with engine_from_args(args) as engine:
-        rows = engine.restore(args.table, args.start, args.end)
+        require_schema(engine)
+        with usage_errors():
+            rows = engine.restore(args.table, args.start, args.end)
     if args.json:
         print_json({"table": args.table, "rows_restored": rows})
     else:
@@ -67,17 +81,31 @@ def run_restore(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    with engine_from_args(args) as engine, engine.db.connection() as conn:
-        cur = conn.execute(
-            "SELECT table_name, path, state, rows, bytes, min_time, max_time, sha256, root "
-            "FROM agts.archive_manifest WHERE %s::text IS NULL OR table_name = %s "
-            "ORDER BY table_name, path", [args.table, args.table])
-        names = [d.name for d in cur.description or ()]
-        rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+    with engine_from_args(args) as engine:
+        require_schema(engine)
+        rows = _manifest(engine, args.table)
+        configured = engine.config.archive.root
     if args.json:
         print_json(rows)
         return 0
-    for r in rows:
-        print(f"{r['state']:<9} {r['rows']:>10} {r['bytes']:>12}  {r['path']}")
+    roots = sorted({str(r["root"]) for r in rows}) or [configured or "(none: archive.root is not set)"]
+    print(f"archive root{'s' if len(roots) > 1 else ''}: {', '.join(roots)}")
+    for root in sorted({str(r["root"]) for r in rows}):
+        listed = [r for r in rows if str(r["root"]) == root]
+        if len(roots) > 1:
+            print(f"{root}:")
+        print_table(["state", "rows", "size", "from", "to", "path"], [
+            [r["state"], f"{r['rows']:,}", human_size(r["bytes"]), iso(r["min_time"]),
+             iso(r["max_time"]), r["path"]] for r in listed], indent="  " if len(roots) > 1 else "")
     print(f"{len(rows)} file(s)")
     return 0
+
+
+def _manifest(engine: Any, table: str | None) -> list[dict[str, Any]]:
+    with engine.db.connection() as conn:
+        cur = conn.execute(
+            "SELECT table_name, path, state, rows, bytes, min_time, max_time, sha256, root "
+            "FROM agts.archive_manifest WHERE %s::text IS NULL OR table_name = %s "
+            "ORDER BY table_name, path", [table, table])
+        names = [d.name for d in cur.description or ()]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]

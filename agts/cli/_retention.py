@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import asdict
 from typing import Any
 
-from agts.cli._common import add_json_flag, engine_from_args, parse_interval, print_json, repeat
+from agts.cli._common import (
+    add_json_flag,
+    engine_from_args,
+    human_size,
+    iso,
+    parse_interval,
+    positive_int,
+    print_json,
+    print_table,
+    repeat,
+    require_schema,
+)
 
 
 def register(sub: Any) -> None:
@@ -31,7 +43,7 @@ def register(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     storage.add_argument("--by", choices=["table", "chunk"], default="table")
-    storage.add_argument("--growth-days", type=int, default=7, metavar="N",
+    storage.add_argument("--growth-days", type=positive_int, default=7, metavar="N",
                          help="measure growth over the last N days (default 7)")
     add_json_flag(storage)
     storage.set_defaults(func=run_storage)
@@ -58,18 +70,39 @@ def _print_report(report: Any, as_json: bool) -> None:
 
 def run(args: argparse.Namespace) -> int:
     with engine_from_args(args) as engine:
+        require_schema(engine)
         return repeat(args.every, lambda: _print_report(
             engine.run_retention(dry_run=args.dry_run), args.json), what="retention run")
 
 
 def run_storage(args: argparse.Namespace) -> int:
     with engine_from_args(args) as engine:
+        require_schema(engine)
         frame = engine.storage_report(by=args.by, growth_days=args.growth_days)
     if args.json:
         print_json(frame.to_dicts())
         return 0
-    import polars as pl
-
-    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=160):
-        print(frame)
+    rows = frame.to_dicts()
+    if args.by == "chunk":
+        print_table(["table", "tier", "chunk", "from", "to", "rows", "size"], [
+            [r["table"], r["tier"], r["chunk"], iso(r["range_start"]), iso(r["range_end"]),
+             f"{r['rows']:,}", human_size(r["bytes"])] for r in rows], left=5)
+        print(f"{len(rows)} chunk(s) and archive unit(s)")
+        return 0
+    print_table(["table", "hot", "warm", "cold", "total", "compression", "cold rows", "growth/day",
+                 "retention", "in 30 days", "steady state"], [
+        [r["table"], human_size(r["hot_bytes"]), human_size(r["warm_bytes"]),
+         human_size(r["cold_bytes"]), human_size(r["total_bytes"]),
+         _ratio(r["compression_ratio"]),
+         f"{r['cold_rows'] or 0:,}", human_size(r["growth_bytes_per_day"]),
+         "-" if r["retention_days"] is None else f"{r['retention_days']} d",
+         human_size(r["projected_bytes_30d"]), human_size(r["steady_state_bytes"])]
+        for r in rows])
+    print(f"growth over the last {args.growth_days} day(s); 'in 30 days': hot + warm bytes "
+          "without retention; 'steady state': growth x retention days")
     return 0
+
+
+def _ratio(value: float | None) -> str:
+    """A compression ratio, ``-`` where there is nothing compressed (null or NaN)."""
+    return "-" if value is None or math.isnan(value) else f"{value:.1f}x"

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from agts._roles import create_roles, grant_role
-from agts.cli._common import add_json_flag, engine_from_args, print_json
+from agts.cli._common import UsageError, add_json_flag, engine_from_args, print_json, require_schema
 
 
 def register(sub: Any) -> None:
@@ -29,9 +29,10 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if bool(args.grant) != bool(args.to):
-        print("agts roles: --grant and --to go together")
-        return 2
+        given, missing = ("--grant", "--to") if args.grant else ("--to", "--grant")
+        raise UsageError(f"{given} needs {missing}: --grant ROLE --to LOGIN go together")
     with engine_from_args(args) as engine:
+        require_schema(engine)
         names = create_roles(engine, prefix=args.prefix)
         if args.grant:
             grant_role(engine, getattr(names, args.grant), to=args.to)

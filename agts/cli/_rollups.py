@@ -8,7 +8,14 @@ import json
 import time
 from typing import Any
 
-from agts.cli._common import add_json_flag, engine_from_args, parse_interval, print_json, repeat
+from agts.cli._common import (
+    add_json_flag,
+    engine_from_args,
+    parse_interval,
+    print_json,
+    repeat,
+    require_schema,
+)
 
 
 def register(sub: Any) -> None:
@@ -32,6 +39,8 @@ def register(sub: Any) -> None:
 
 def run_refresh(args: argparse.Namespace) -> int:
     with engine_from_args(args) as engine:
+        require_schema(engine)
+
         def step() -> None:
             began = time.perf_counter()
             done = engine.refresh_rollups()
@@ -48,6 +57,7 @@ def run_refresh(args: argparse.Namespace) -> int:
 
 def run_status(args: argparse.Namespace) -> int:
     with engine_from_args(args) as engine:
+        require_schema(engine)
         frame = engine.rollup_status()
     if args.json:
         print_json([{k: (v.total_seconds() if hasattr(v, "total_seconds") else v)
