@@ -5,12 +5,13 @@ Everything users may touch is imported here; other modules are private.
 """
 
 from agts._engine import StorageEngine, connect
+from agts._migrations import MigrationStep
 from agts._roles import RoleNames, create_roles, grant_role
-from agts.archive import ArchiveReport
-from agts.archive._cold import cold
+from agts.archive import ArchiveReport, cold
 from agts.config import StorageConfig
 from agts.db import ServerInfo, TemporaryDatabase, create_database, temporary_database
 from agts.errors import (
+    ArchiveError,
     BackpressureError,
     ConfigError,
     ConflictError,
@@ -41,6 +42,7 @@ from agts.retention import RetentionReport
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArchiveError",
     "ArchiveReport",
     "BackpressureError",
     "ConfigError",
@@ -55,6 +57,7 @@ __all__ = [
     "Ingestor",
     "MetricPoint",
     "MigrationError",
+    "MigrationStep",
     "Order",
     "OrderFilters",
     "OrderHistory",
@@ -81,3 +84,27 @@ __all__ = [
     "next_cursor",
     "temporary_database",
 ]
+
+
+def _present_as_agts() -> None:
+    """Give the exported classes and functions the module users see (``agts.StorageEngine`` in
+    tracebacks, reprs and the API reference, not ``agts._engine.StorageEngine``).
+
+    A class's own annotations are resolved first, where they were written: tools that read them
+    (``typing.get_type_hints``, the API reference) look names up in ``__module__``'s namespace.
+    """
+    import typing
+
+    namespace = globals()
+    for name in __all__:
+        obj = namespace[name]
+        if not (isinstance(obj, type) or callable(obj)) or not str(
+                getattr(obj, "__module__", "")).startswith("agts."):
+            continue
+        if "__annotations__" in getattr(obj, "__dict__", {}) or not isinstance(obj, type):
+            hints = typing.get_type_hints(obj, include_extras=True)
+            obj.__annotations__ = {k: hints.get(k, v) for k, v in obj.__annotations__.items()}
+        obj.__module__ = __name__
+
+
+_present_as_agts()

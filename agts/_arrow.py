@@ -7,15 +7,19 @@ The timestamp rules every write path of agts follows:
   machine's local zone — or refused (``naive="raise"``);
 - **sub-microsecond** precision (nanoseconds) is truncated towards the past to whole microseconds,
   PostgreSQL's precision (``…00:00:00.000001999`` becomes ``…00:00:00.000001``);
-- values outside the range a TimescaleDB hypertable can hold are refused: 4714-11-24 00:00 BC
-  (PostgreSQL's earliest timestamp) up to, not including, 294247-01-02 00:00 UTC (TimescaleDB's end
-  of time; PostgreSQL alone goes on to 294276 AD, but no chunk can be made for such a time).
+- values outside 0002-01-01 to 9998-12-31 (UTC) are refused. PostgreSQL stores 4714 BC to
+  294276 AD and a TimescaleDB hypertable 4714-11-24 BC to 294247-01-01, but agts reads times back
+  as Python ``datetime`` (years 1 to 9999): a stored point near or past those years, or the edge
+  of its chunk or rollup bucket, broke rollup refreshes, archive runs, retention and the storage
+  report ("timestamp too small (before year 1)"). A year on each side leaves room for chunks
+  and buckets of up to a year.
 
 Results are ``Datetime("us", "UTC")`` (Polars) or ``timestamp[us, tz=UTC]`` (Arrow).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any, Literal, get_args
 
 import polars as pl
@@ -24,33 +28,40 @@ import pyarrow as pa
 from agts.errors import ValidationError
 
 __all__ = [
-    "TS_END_MICROS",
-    "TS_MIN_MICROS",
+    "END_MICROS",
+    "MIN_MICROS",
     "NaivePolicy",
     "first_true",
     "out_of_range",
     "shown_value",
-    "timestamp_text",
     "to_arrow_table",
+    "unique_columns",
     "utc_array",
     "utc_series",
 ]
 
 NaivePolicy = Literal["utc", "raise"]
 
-#: 4714-11-24 00:00:00 BC (proleptic Gregorian), PostgreSQL's earliest timestamp, in microseconds
-#: since the Unix epoch (what ``_timescaledb_functions.to_unix_microseconds`` gives for it).
-TS_MIN_MICROS = -210_866_803_200_000_000
-#: 294247-01-02 00:00:00 UTC in microseconds since the Unix epoch: TimescaleDB's end of time (its
-#: ``TS_TIMESTAMP_END``); a hypertable refuses this instant and every later one ("timestamp out of
-#: range"), measured on 2.19 and 2.24.
-TS_END_MICROS = 9_223_371_331_200_000_000
+#: 0002-01-01 00:00:00 UTC in microseconds since the Unix epoch: the earliest instant agts takes.
+MIN_MICROS = -62_104_060_800_000_000
+#: 9999-01-01 00:00:00 UTC: the first instant agts refuses.
+END_MICROS = 253_370_764_800_000_000
 #: How the range is named in messages.
-RANGE_TEXT = "4714-11-24 BC to 294247-01-01 AD"
+RANGE_TEXT = "0002-01-01 to 9998-12-31 UTC"
 
 _PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 _PY_MIN_SECONDS = -62_135_596_800   # 0001-01-01, Python's datetime.min, in Unix seconds
 _PY_END_SECONDS = 253_402_300_800   # 10000-01-01
+
+
+def unique_columns(names: Any, *, what: str) -> None:
+    """Refuse a frame or table with a column name twice (Polars and pyarrow would raise their own
+    errors later, or keep one of them silently)."""
+    counts = Counter(str(n) for n in names)
+    twice = sorted(n for n, c in counts.items() if c > 1)
+    if twice:
+        raise ValidationError(f"{what} has the column(s) {twice!r} more than once; each column "
+                              "may appear once", column=twice[0])
 
 
 def to_arrow_table(data: Any, *, what: str = "data") -> pa.Table:
@@ -62,20 +73,25 @@ def to_arrow_table(data: Any, *, what: str = "data") -> pa.Table:
     ValidationError
         ``data`` is none of those.
     """
-    if isinstance(data, pa.Table):
-        return data
     if isinstance(data, pl.DataFrame):
         return data.to_arrow()
     if isinstance(data, pl.LazyFrame):
         return data.collect().to_arrow()
+    if isinstance(data, pa.Table | pa.RecordBatch | pa.RecordBatchReader):
+        unique_columns(data.schema.names, what=what)
+    if isinstance(data, pa.Table):
+        return data
     if isinstance(data, pa.RecordBatch):
         return pa.Table.from_batches([data])
     if isinstance(data, pa.RecordBatchReader):
         return data.read_all()
     if type(data).__module__.split(".")[0] == "pandas" and type(data).__name__ == "DataFrame":
+        unique_columns(data.columns, what=what)
         return pa.Table.from_pandas(data, preserve_index=False)
     if hasattr(data, "__arrow_c_stream__"):
-        return pa.table(data)
+        table = pa.table(data)
+        unique_columns(table.schema.names, what=what)
+        return table
     raise ValidationError(
         f"{what} must be a polars or pandas DataFrame, a pyarrow Table, RecordBatch or "
         f"RecordBatchReader, got {type(data).__name__}"
@@ -97,26 +113,6 @@ def shown_value(values: pl.Series, row: int) -> str:
         return repr(one.to_list()[0])
     except (ValueError, OverflowError):
         return f"{one.cast(pl.String).to_list()[0]!r}"
-
-
-def timestamp_text(micros: int) -> str:
-    """PostgreSQL's text of a UTC instant given in microseconds since the Unix epoch, for every
-    instant a hypertable holds (Python's datetime stops at year 9999; years before 1 are BC)."""
-    days, rest = divmod(micros, 86_400_000_000)
-    # Days to a proleptic Gregorian date (H. Hinnant's civil_from_days).
-    z = days + 719_468
-    era = z // 146_097
-    doe = z - era * 146_097
-    yoe = (doe - doe // 1460 + doe // 36_524 - doe // 146_096) // 365
-    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
-    mp = (5 * doy + 2) // 153
-    day = doy - (153 * mp + 2) // 5 + 1
-    month = mp + 3 if mp < 10 else mp - 9
-    year = yoe + era * 400 + (month <= 2)
-    seconds, fraction = divmod(rest, 1_000_000)
-    clock = f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}.{fraction:06d}"
-    era_text = "" if year > 0 else " BC"
-    return f"{year if year > 0 else 1 - year:04d}-{month:02d}-{day:02d} {clock}+00{era_text}"
 
 
 def first_true(mask: pl.Series) -> int | None:
@@ -165,7 +161,7 @@ def utc_series(
     if bad is not None:
         raise ValidationError(
             f"column {column!r} row {bad}: timestamp {shown_value(values, bad)} is outside the "
-            f"range TimescaleDB can store ({RANGE_TEXT})",
+            f"range agts stores ({RANGE_TEXT})",
             column=column, row=bad,
         )
     if dtype.time_zone is not None:
@@ -177,16 +173,16 @@ def utc_series(
 
 
 def out_of_range(values: pl.Series) -> pl.Series:
-    """Boolean mask of the values of a ``Datetime`` series outside ``[TS_MIN_MICROS,
-    TS_END_MICROS)``. Nulls give false."""
+    """Boolean mask of the values of a ``Datetime`` series outside ``[MIN_MICROS, END_MICROS)``.
+    Nulls give false. Read from the physical values (UTC for a zoned series), never through a
+    time-zone conversion, which Polars cannot do for far years."""
     dtype = values.dtype
     assert isinstance(dtype, pl.Datetime)
-    raw = values.dt.replace_time_zone(None) if dtype.time_zone else values
-    ints = raw.cast(pl.Int64)
     if dtype.time_unit == "ns":  # every int64 nanosecond value (1677..2262) is in range
         return pl.Series(values.name, [False] * len(values), dtype=pl.Boolean)
+    ints = values.to_physical()  # naive: taken as UTC; zoned: the UTC instant
     factor = 1_000_000 // _PER_SECOND[dtype.time_unit]  # both bounds are whole days: exact
-    return ((ints < TS_MIN_MICROS // factor) | (ints >= TS_END_MICROS // factor)).fill_null(False)
+    return ((ints < MIN_MICROS // factor) | (ints >= END_MICROS // factor)).fill_null(False)
 
 
 def utc_array(

@@ -16,10 +16,13 @@ import polars as pl
 
 from agts.config import StorageConfig
 from agts.db._database import Database, ServerInfo
-from agts.errors import ConfigError
+from agts.errors import ConfigError, ValidationError
 
 if TYPE_CHECKING:
-    from agts.archive import ArchiveReport
+    import duckdb
+
+    from agts._migrations import MigrationStep
+    from agts.archive import ArchiveReport, ColdTier
     from agts.ingest import Ingestor, IngestResult, MetricPoint, MetricsWriter
     from agts.query import MetricsQueries
     from agts.retention import RetentionReport
@@ -75,13 +78,20 @@ class StorageEngine:
 
     # -- schema ------------------------------------------------------------------------------
 
-    def migrate(self, target: int | None = None, *, directory: str | Path | None = None) -> list[Any]:
+    def migrate(self, target: int | None = None, *,
+                directory: str | Path | None = None) -> list[MigrationStep]:
         """Apply pending migrations (to ``target``, default the latest). Idempotent.
 
         Returns
         -------
         list of MigrationStep
-            What was applied, each with the edition-specific parts it skipped.
+            What was applied (empty when nothing was pending), each with the edition-specific
+            parts it skipped.
+
+        Raises
+        ------
+        MigrationError
+            A step failed (it was rolled back whole) or a stored checksum does not match.
         """
         from agts._migrations import MigrationRunner
 
@@ -139,7 +149,7 @@ class StorageEngine:
         ------
         ValidationError
             Missing columns, wrong types, or (``on_error="raise"``) a null or empty metric name,
-            a null, NaN or infinite value, a timestamp outside the range TimescaleDB can store,
+            a null, NaN or infinite value, a timestamp outside 0002-01-01 to 9998-12-31 UTC,
             or an invalid or oversize label set; names the column and the first offending row.
         ConnectError
             The database is unreachable (nothing was stored; retry with the same ``batch_id``).
@@ -162,10 +172,10 @@ class StorageEngine:
 
         Raises
         ------
-        ConfigError
+        ValidationError
             An invalid option.
         StorageError
-            The spool directory is in use by another ingestor.
+            The spool directory cannot be used or is in use by another ingestor.
         """
         from agts.ingest import Ingestor, default_spool_dir
 
@@ -176,8 +186,11 @@ class StorageEngine:
             "spool_dir": str(spool_dir) if spool_dir is not None else None,
             "spool_max_bytes": spool_max_bytes,
         }
-        settings = self.config.with_overrides(
-            ingestion={k: v for k, v in given.items() if v is not None}).ingestion
+        try:
+            settings = self.config.with_overrides(
+                ingestion={k: v for k, v in given.items() if v is not None}).ingestion
+        except ConfigError as exc:  # an argument of this call, not the configuration's
+            raise ValidationError(str(exc)) from None
         directory = settings.spool_dir or str(default_spool_dir(self.config.database))
         ingestor = Ingestor(self._metrics_writer(), settings, spool_dir=directory,
                             on_error=on_error)
@@ -191,7 +204,8 @@ class StorageEngine:
         if queries is None:
             from agts.query import MetricsQueries
 
-            queries = MetricsQueries(self.db, self.config.query, community=self.server.community)
+            queries = MetricsQueries(self.db, self.config.query, community=self.server.community,
+                                     cold=self.cold_tier)
             self.__dict__["_queries_"] = queries
         return queries
 
@@ -257,15 +271,9 @@ class StorageEngine:
         ResultTooLargeError
             More than ``query.max_results`` rows and no ``limit``: page or stream instead.
         """
-        if tiers != "hot":
-            from agts.archive._tiers import query_metrics
-
-            return query_metrics(self, metric_name, start, end, labels, labels_in=labels_in,
-                                 limit=limit, after=after, iter_batches=iter_batches,
-                                 batch_size=batch_size, tiers=tiers)
         return self._queries().raw(metric_name, start, end, labels, labels_in=labels_in,
                                    limit=limit, after=after, iter_batches=iter_batches,
-                                   batch_size=batch_size)
+                                   batch_size=batch_size, tiers=tiers)
 
     def query_aggregated(
         self, metric_name: str, start: Any, end: Any, bucket: str | timedelta,
@@ -310,14 +318,9 @@ class StorageEngine:
         rollup; what it does not hold yet comes from raw points, so results equal the raw
         computation up to floating-point rounding.
         """
-        if tiers != "hot":
-            from agts.archive._tiers import query_aggregated
-
-            return query_aggregated(self, metric_name, start, end, bucket, aggregation, labels,
-                                    labels_in=labels_in, group_by=group_by, fill=fill,
-                                    tiers=tiers)
         return self._queries().aggregated(metric_name, start, end, bucket, aggregation, labels,
-                                          labels_in=labels_in, group_by=group_by, fill=fill)
+                                          labels_in=labels_in, group_by=group_by, fill=fill,
+                                          tiers=tiers)
 
     def query_metrics_multi(
         self, metric_names: Sequence[str], start: Any, end: Any,
@@ -325,6 +328,7 @@ class StorageEngine:
         labels_in: Mapping[str, Sequence[str]] | None = None,
         shape: Literal["long", "wide"] = "long", bucket: str | timedelta | None = None,
         aggregation: str | Sequence[str] = "avg", fill: Literal["null", "forward"] | None = None,
+        tiers: Literal["hot", "cold", "all"] = "hot",
     ) -> pl.DataFrame:
         """Several metrics in one frame.
 
@@ -332,11 +336,11 @@ class StorageEngine:
         :meth:`query_aggregated` plus a ``metric_name`` column) for every metric, ordered by time.
         ``shape="wide"``: ``timestamp`` plus one column per metric (in the order given), aligned on
         time (null where a metric has no value); raw wide frames need one series per metric,
-        bucketed ones one aggregation.
+        bucketed ones one aggregation. ``tiers`` as in :meth:`query_metrics`.
         """
         return self._queries().multi(metric_names, start, end, labels, labels_in=labels_in,
                                      shape=shape, bucket=bucket, aggregation=aggregation,
-                                     fill=fill)
+                                     fill=fill, tiers=tiers)
 
     def refresh_rollups(self) -> dict[str, int]:
         """Bring the 1-minute and 1-hour rollups up to date (incrementally: from the watermark,
@@ -398,10 +402,8 @@ class StorageEngine:
         ConfigError
             No archive root, an unknown table or an invalid argument.
         """
-        from agts.archive._api import archive
-
-        return archive(self, table, start, end, drop=drop, root=root,
-                       row_group_rows=row_group_rows)
+        return self.cold_tier.archive(table, start, end, drop=drop, root=root,
+                                      row_group_rows=row_group_rows)
 
     def export_cold(
         self, table: str, start: Any = None, end: Any = None, *, root: str | None = None,
@@ -419,25 +421,19 @@ class StorageEngine:
         The restored ranges are archived units again (state ``verified``): the next retention run
         drops them again unless the policy changed.
         """
-        from agts.archive._restore import restore
+        return self.cold_tier.restore(table, start, end, root=root)
 
-        return restore(self, table, start, end, root=root)
-
-    def cold(self, *, root: str | None = None) -> Any:
+    def cold(self, *, root: str | None = None) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection with one view per archived table (``metrics``, ``orders``, ...).
 
         Local archives are read with ``read_parquet(..., hive_partitioning = true)``; S3 archives
         through pyarrow datasets (DuckDB's httpfs is not needed). Close it when done.
         """
-        from agts.archive._cold import duckdb_connection
-
-        return duckdb_connection(self._archive_store(root))
+        return self.cold_tier.duckdb(root)
 
     def scan_cold(self, table: str, *, root: str | None = None) -> pl.LazyFrame:
         """A Polars ``LazyFrame`` over every archived file of ``table`` (all states)."""
-        from agts.archive._cold import scan
-
-        return scan(self._archive_store(root), table)
+        return self.cold_tier.scan(table, root)
 
     def query_cold(
         self, table: str, start: Any, end: Any, *, metric_name: str | None = None,
@@ -449,9 +445,7 @@ class StorageEngine:
         archiving (and, for ``metrics``, rows removed by per-metric retention). Concatenated with
         a hot query over the same range it gives every row once, with no gap and no overlap.
         """
-        from agts.archive._cold import query_cold
-
-        return query_cold(self, table, start, end, metric_name=metric_name, root=root)
+        return self.cold_tier.query(table, start, end, metric_name=metric_name, root=root)
 
     def run_retention(self, *, now: Any = None, dry_run: bool = False) -> RetentionReport:
         """Apply ``retention.*``: compress old chunks (Community), archive and drop expired ones.
@@ -468,9 +462,11 @@ class StorageEngine:
         dry_run
             Report what would be done without changing anything.
         """
-        from agts.retention import run_retention
+        from agts.retention import Parts, run_retention
 
-        return run_retention(self, now=now, dry_run=dry_run)
+        parts = Parts(db=self.db, settings=self.config.retention, cold=self.cold_tier,
+                      refresh_rollups=self.refresh_rollups, forget_cached=self.clear_query_cache)
+        return run_retention(parts, now=now, dry_run=dry_run)
 
     def storage_report(
         self, *, by: Literal["table", "chunk"] = "table", growth_days: int = 7,
@@ -480,12 +476,19 @@ class StorageEngine:
         retention) or per chunk and archive unit (``by="chunk"``)."""
         from agts.retention import storage_report
 
-        return storage_report(self, by=by, growth_days=growth_days)
+        return storage_report(self.db, self.config.retention, by=by, growth_days=growth_days)
 
-    def _archive_store(self, root: str | None = None) -> Any:
-        from agts.archive import ArchiveStore
+    @property
+    def cold_tier(self) -> ColdTier:
+        """The cold tier of this database (archive, restore, read back); the engine's parts
+        share it."""
+        cold = self.__dict__.get("_cold_tier_")
+        if cold is None:
+            from agts.archive import ColdTier
 
-        return ArchiveStore.from_config(self.config.archive, root)
+            cold = ColdTier(self.db, self.config.archive)
+            self.__dict__["_cold_tier_"] = cold
+        return cold
 
 
 def connect(
@@ -528,7 +531,7 @@ def connect(
     elif isinstance(dsn_or_config, str):
         config = StorageConfig.from_dsn(dsn_or_config)
     else:
-        raise ConfigError(
+        raise ValidationError(
             "connect() takes a DSN string, a StorageConfig, a YAML path or None, "
             f"got {type(dsn_or_config).__name__}"
         )

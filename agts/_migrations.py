@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 
@@ -95,11 +95,26 @@ class MigrationState:
 
 @dataclass(frozen=True)
 class MigrationStep:
-    """A step that a run applied or rolled back."""
+    """A step that :meth:`agts.StorageEngine.migrate` applied (or a rollback undid).
+
+    Attributes
+    ----------
+    version : int
+        The migration's number (``sql/migrations/NNNN_name.*.sql``).
+    name : str
+        Its name.
+    direction : {"up", "down"}
+        Applied or rolled back.
+    duration_ms : float
+        How long the step's transaction took.
+    skipped : list of str
+        Edition-specific parts left out, with the reason (Community-only statements on the
+        Apache edition).
+    """
 
     version: int
     name: str
-    direction: str
+    direction: Literal["up", "down"]
     duration_ms: float
     skipped: list[str] = field(default_factory=list)
 
@@ -165,9 +180,9 @@ class MigrationRunner:
         return self.migrations[-1].version if self.migrations else 0
 
     def status(self) -> list[MigrationState]:
-        """Every known version, applied or not, with its checksum verdict."""
-        with self._db.connection() as conn:
-            conn.execute(_BOOTSTRAP)
+        """Every known version, applied or not, with its checksum verdict. Reads only (also as a
+        role that may not create anything)."""
+        with self._db.connection("read the migration status") as conn:
             history = self._history(conn)
         states = []
         for m in self.migrations:
@@ -186,9 +201,17 @@ class MigrationRunner:
         return max(applied, default=0)
 
     def up(self, target: int | None = None) -> list[MigrationStep]:
-        """Apply pending migrations up to ``target`` (default: the latest). Idempotent."""
+        """Apply pending migrations up to ``target`` (default: the latest). Idempotent.
+
+        A database already at ``target`` is only read (checksums included): no lock is taken,
+        so a session holding the migration lock (any role can take an advisory lock) cannot
+        stall services that migrate at start-up.
+        """
         target = self.latest if target is None else target
         self._check_target(target)
+        with self._db.connection("read the migration status") as conn:
+            if self._history(conn) and not self._pending(self._verify(conn), target):
+                return []
         steps: list[MigrationStep] = []
         with self._locked() as conn:
             history = self._verify(conn)
@@ -257,9 +280,16 @@ class MigrationRunner:
 
         return _Lock()
 
+    def _pending(self, history: dict[int, Any], target: int) -> bool:
+        return any(m.version <= target and m.version not in history for m in self.migrations)
+
     def _history(self, conn: psycopg.Connection[Any]) -> dict[int, dict[str, Any]]:
+        """The applied migrations (none when ``agts.schema_migrations`` does not exist yet)."""
         from psycopg.rows import dict_row
 
+        row = conn.execute("SELECT to_regclass('agts.schema_migrations') IS NOT NULL").fetchone()
+        if not row or not row[0]:
+            return {}
         with conn.cursor(row_factory=dict_row) as cur:
             cur.execute("SELECT version, name, checksum, community, applied_at "
                         "FROM agts.schema_migrations")

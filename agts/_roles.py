@@ -22,7 +22,7 @@ from typing import Any
 
 from psycopg import sql
 
-from agts.errors import ConfigError, translate
+from agts.errors import ValidationError
 
 __all__ = ["RoleNames", "create_roles", "grant_role"]
 
@@ -42,7 +42,7 @@ class RoleNames:
 
 def _names(prefix: str) -> RoleNames:
     if not _PREFIX.match(prefix):
-        raise ConfigError(
+        raise ValidationError(
             f"role prefix must be lower-case letters, digits and underscores, got {prefix!r}"
         )
     return RoleNames(f"{prefix}_reader", f"{prefix}_writer", f"{prefix}_admin")
@@ -81,20 +81,17 @@ def create_roles(engine: Any, *, prefix: str = "agts") -> RoleNames:
         sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA agts GRANT USAGE, SELECT ON SEQUENCES "
                 "TO {}").format(writer),
     ]
-    try:
-        with engine.db.connection() as conn:
-            for name in (names.reader, names.writer, names.admin):
-                conn.execute(
-                    sql.SQL(
-                        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {}) "
-                        "THEN CREATE ROLE {} NOLOGIN; END IF; END $$"
-                    ).format(sql.Literal(name), sql.Identifier(name))
-                )
-            for statement in statements:
-                conn.execute(statement)
-    except Exception as exc:
-        raise translate(exc, action=f"create roles {names.reader}, {names.writer}, {names.admin}") \
-            from exc
+    action = f"create roles {names.reader}, {names.writer}, {names.admin}"
+    with engine.db.connection(action) as conn:
+        for name in (names.reader, names.writer, names.admin):
+            conn.execute(
+                sql.SQL(
+                    "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {}) "
+                    "THEN CREATE ROLE {} NOLOGIN; END IF; END $$"
+                ).format(sql.Literal(name), sql.Identifier(name))
+            )
+        for statement in statements:
+            conn.execute(statement)
     log.info("roles %s, %s, %s ready on %s", names.reader, names.writer, names.admin,
              engine.server.database)
     return names
@@ -102,8 +99,5 @@ def create_roles(engine: Any, *, prefix: str = "agts") -> RoleNames:
 
 def grant_role(engine: Any, role: str, *, to: str) -> None:
     """``GRANT role TO login_role`` (both must exist)."""
-    try:
-        with engine.db.connection() as conn:
-            conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(role), sql.Identifier(to)))
-    except Exception as exc:
-        raise translate(exc, action=f"grant {role!r} to {to!r}") from exc
+    with engine.db.connection(f"grant {role!r} to {to!r}") as conn:
+        conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(role), sql.Identifier(to)))

@@ -14,7 +14,6 @@ With no file, no ``AGTS_*`` variable and no DSN, agts uses the local default dat
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -23,6 +22,7 @@ from typing import Any, Literal, get_args, get_type_hints
 
 import yaml
 
+from agts._dsn import parse_dsn
 from agts.errors import ConfigError, redact
 
 __all__ = [
@@ -76,6 +76,8 @@ class DatabaseConfig:
         _choice("database", "sslmode", self.sslmode, SslMode, optional=True)
         if not self.database:
             raise ConfigError("database.database must be a non-empty name, got ''")
+        if self.dsn is not None:
+            parse_dsn(self.dsn)  # refused here, with a message that shows no part of it
 
     def __repr__(self) -> str:
         shown = ", ".join(
@@ -88,79 +90,13 @@ class DatabaseConfig:
             hidden.append(f"dsn={redact(self.dsn)!r}")
         return f"DatabaseConfig({', '.join([shown, *hidden])})"
 
-    def resolved_password(self) -> str | None:
-        """The password from ``password``, ``password_file`` or ``PGPASSWORD`` (in that order).
-
-        For the local default cluster (``agts local``) the password it generated is used.
-        ``None`` lets libpq fall back to ``~/.pgpass``.
-        """
-        if self.password is not None:
-            return self.password
-        if self.password_file:
-            path = Path(self.password_file).expanduser()
-            try:
-                return path.read_text().strip()
-            except OSError as exc:
-                raise ConfigError(
-                    f"database.password_file {str(path)!r} cannot be read: {exc.strerror}"
-                ) from exc
-        env_password = os.environ.get("PGPASSWORD")
-        if env_password:
-            return env_password
-        from agts.db._local import local_password, local_port
-
-        if self.dsn is None and self.host in {"127.0.0.1", "localhost"} and self.port == local_port():
-            # The local default cluster (agts local start) keeps its generated password here.
-            return local_password()
-        return None
-
-    def conninfo(self) -> str:
-        """A libpq conninfo string for psycopg and ADBC. Contains the password: never log it."""
-        from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-        params: dict[str, Any] = {
-            "host": self.host,
-            "port": self.port,
-            "dbname": self.database,
-            "user": self.user,
-            "connect_timeout": max(1, round(self.connection_timeout_sec)),
-            "application_name": self.application_name,
-        }
-        if self.sslmode:
-            params["sslmode"] = self.sslmode
-        if self.sslrootcert:
-            params["sslrootcert"] = self.sslrootcert
-        if self.dsn:
-            try:
-                params.update(conninfo_to_dict(self.dsn))
-            except Exception as exc:
-                raise ConfigError(f"database.dsn is not a valid connection string: {exc}") from None
-        password = self.resolved_password()
-        if password is not None and "password" not in params:
-            params["password"] = password
-        # Migration 0001 creates TimescaleDB in public; a database that had the extension before
-        # may have it elsewhere (in "$user", for a role named like a schema). Every session puts
-        # both on its path, so reader and writer roles find time_bucket() wherever it is
-        # (tests/reliability/test_privileges.py).
-        options = [params["options"]] if params.get("options") else []
-        if "search_path" not in " ".join(options):
-            options.append("-c search_path=$user,public,agts")
-        if self.statement_timeout_sec is not None:
-            ms = int(self.statement_timeout_sec * 1000)
-            options.append(f"-c statement_timeout={ms}")
-        params["options"] = " ".join(options)
-        return str(make_conninfo(**{k: v for k, v in params.items() if v is not None}))
-
     def describe(self) -> str:
         """``user@host:port/database``, for messages (no password)."""
-        from psycopg.conninfo import conninfo_to_dict
-
         params: dict[str, Any] = {
             "host": self.host, "port": self.port, "dbname": self.database, "user": self.user,
         }
         if self.dsn:
-            with contextlib.suppress(Exception):
-                params.update(conninfo_to_dict(self.dsn))
+            params.update(parse_dsn(self.dsn))  # valid: checked when the config was made
         return f"{params.get('user')}@{params.get('host')}:{params.get('port')}/{params.get('dbname')}"
 
 
@@ -350,11 +286,7 @@ def _into_dsn(dsn: str, values: Mapping[str, Any]) -> dict[str, Any]:
     moved = {_DSN_KEYS[k]: v for k, v in values.items() if k in _DSN_KEYS and v is not None}
     if not moved:
         return dict(values)
-    try:
-        new_dsn = make_conninfo(dsn, **moved)
-    except Exception as exc:
-        raise ConfigError(f"database.dsn is not a valid connection string: {exc}") from None
-    return {**values, "dsn": new_dsn}
+    return {**values, "dsn": make_conninfo(**{**parse_dsn(dsn), **moved})}
 
 
 def _default_file(env: Mapping[str, str]) -> Path | None:

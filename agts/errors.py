@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 __all__ = [
+    "ArchiveError",
     "BackpressureError",
     "ConfigError",
     "ConflictError",
@@ -114,6 +115,21 @@ class ResultTooLargeError(QueryError):
 
 class EditionError(StorageError):
     """The feature needs another TimescaleDB edition; the message names the alternative."""
+
+
+class ArchiveError(StorageError):
+    """A file or root of the cold tier is missing, unreadable, damaged, full or not what its
+    manifest says; the message names the file (or root) and what is wrong.
+
+    Attributes
+    ----------
+    path : str or None
+        The file or root concerned.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, transient: bool | None = None):
+        super().__init__(message, transient=transient)
+        self.path = path
 
 
 class BackpressureError(StorageError):

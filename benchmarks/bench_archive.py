@@ -27,6 +27,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 import agts
+from agts.db import conninfo
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -42,7 +43,7 @@ def _config(name: str, root: str) -> agts.StorageConfig:
 
 
 def _admin(cfg: agts.StorageConfig) -> psycopg.Connection:
-    return psycopg.connect(psycopg.conninfo.make_conninfo(cfg.database.conninfo(),
+    return psycopg.connect(psycopg.conninfo.make_conninfo(conninfo(cfg.database),
                                                           dbname="postgres"), autocommit=True)
 
 

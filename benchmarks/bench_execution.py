@@ -21,6 +21,7 @@ from psycopg import sql
 
 import agts
 from agts import positions
+from agts.db import conninfo
 
 
 def _config(name: str) -> agts.StorageConfig:
@@ -34,7 +35,7 @@ def _config(name: str) -> agts.StorageConfig:
 
 
 def _admin(cfg: agts.StorageConfig) -> psycopg.Connection:
-    return psycopg.connect(psycopg.conninfo.make_conninfo(cfg.database.conninfo(),
+    return psycopg.connect(psycopg.conninfo.make_conninfo(conninfo(cfg.database),
                                                           dbname="postgres"), autocommit=True)
 
 

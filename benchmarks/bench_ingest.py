@@ -50,6 +50,7 @@ from psycopg import sql
 
 import agts
 from agts.config import StorageConfig
+from agts.db import conninfo, resolved_password
 from agts.ingest._normalize import normalize
 
 NAMES = ["order_latency_ms", "fill_rate", "pnl_usd", "queue_depth", "mid_price", "spread_bps"]
@@ -84,7 +85,7 @@ def generate(points: int, series: int, seed: int = 7, first_step: int = 0) -> pl
 
 
 def admin_conninfo(config: StorageConfig) -> str:
-    return config.with_overrides(database={"database": "postgres"}).database.conninfo()
+    return conninfo(config.with_overrides(database={"database": "postgres"}).database)
 
 
 def reset(engine: agts.StorageEngine) -> None:
@@ -289,7 +290,7 @@ def slow_peers(engine: agts.StorageEngine, config: StorageConfig, rows: pl.DataF
         return
     url = sqlalchemy.engine.URL.create(
         "postgresql+psycopg", username=config.database.user,
-        password=config.database.resolved_password(), host=config.database.host,
+        password=resolved_password(config.database), host=config.database.host,
         port=config.database.port, database=DB)
     eng = sqlalchemy.create_engine(url)
     with engine.db.connection() as conn:

@@ -43,6 +43,7 @@ import agts
 import agts.query._raw as raw_module
 import agts.query._service as service_module
 from agts.config import StorageConfig
+from agts.db import conninfo, resolved_password
 
 DATABASE = "agts_bench_query"
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -71,7 +72,7 @@ def median_ms(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
 
 
 def setup(base: StorageConfig, args: argparse.Namespace) -> StorageConfig:
-    admin = base.with_overrides(database={"database": "postgres"}).database.conninfo()
+    admin = conninfo(base.with_overrides(database={"database": "postgres"}).database)
     if base.database.dsn:
         admin = psycopg.conninfo.make_conninfo(admin, dbname="postgres")
     cfg = base.with_overrides(database={"database": DATABASE},
@@ -203,10 +204,10 @@ def main() -> None:
     args = parser.parse_args()
     base = StorageConfig.from_dsn(args.dsn) if args.dsn else StorageConfig.load()
     cfg = setup(base, args)
-    dsn = cfg.database.dsn or cfg.database.conninfo()
+    dsn = cfg.database.dsn or conninfo(cfg.database)
     if "://" not in dsn:  # ConnectorX takes URIs only
         d = cfg.database
-        password = d.resolved_password()
+        password = resolved_password(d)
         secret = ":" + quote(password, safe="") if password else ""
         dsn_uri = f"postgresql://{quote(d.user, safe='')}{secret}@{d.host}:{d.port}/{d.database}"
     else:

@@ -14,6 +14,7 @@ import polars as pl
 import psycopg
 
 import agts
+from agts.db import conninfo
 
 T0 = datetime(2024, 3, 9, 22, 0, tzinfo=UTC)  # the range crosses UTC midnight (and a US DST date)
 SPAN = timedelta(hours=4)
@@ -107,7 +108,7 @@ def open_batch(engine: agts.StorageEngine, at: datetime, value: float,
                began: timedelta) -> psycopg.Connection:
     """A batch written as agts' writer does (ledger row + points, one transaction), whose
     transaction began ``began`` ago and is still open: the caller commits it."""
-    conn = psycopg.connect(engine.config.database.conninfo())
+    conn = psycopg.connect(conninfo(engine.config.database))
     row = conn.execute("SELECT series_id FROM agts.series WHERE metric_name = 'lat' AND labels = "
                        """'{"venue": "okx", "market": "BTC"}'""").fetchone()
     assert row is not None

@@ -18,6 +18,7 @@ from psycopg import sql
 
 import agts
 from agts.config import StorageConfig
+from agts.db import conninfo
 
 TEMPLATE = f"agts_test_template_{os.getpid()}"
 
@@ -35,16 +36,10 @@ def _base_config() -> StorageConfig:
 
 def _admin(config: StorageConfig) -> psycopg.Connection:
     cfg = config.with_overrides(database={"database": "postgres"})
-    conninfo = cfg.database.conninfo()
-    if cfg.database.dsn:
-        conninfo = psycopg.conninfo.make_conninfo(conninfo, dbname="postgres")
-    return psycopg.connect(conninfo, autocommit=True)
+    return psycopg.connect(conninfo(cfg.database), autocommit=True)
 
 
 def _for_database(config: StorageConfig, name: str) -> StorageConfig:
-    if config.database.dsn:
-        dsn = psycopg.conninfo.make_conninfo(config.database.dsn, dbname=name)
-        return config.with_overrides(database={"dsn": dsn, "database": name})
     return config.with_overrides(database={"database": name})
 
 

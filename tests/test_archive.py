@@ -20,6 +20,7 @@ from polars.testing import assert_frame_equal
 import agts
 from agts.archive import _archiver
 from agts.config import StorageConfig
+from agts.db import conninfo
 
 DAY0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -162,7 +163,7 @@ def test_a_failed_parquet_write_leaves_no_file_and_a_rerun_completes(
         flush(self)
 
     monkeypatch.setattr(_export._DateFile, "flush", failing)
-    with pytest.raises(OSError, match="no space left on device"):
+    with pytest.raises(agts.ArchiveError, match="no space left on device"):
         arch.export_cold("metrics", DAY0, DAY0 + timedelta(days=2), row_group_rows=100)
     monkeypatch.setattr(_export._DateFile, "flush", flush)
     assert len(calls) == 3  # the first unit was written; the second failed on the writer thread
@@ -193,7 +194,7 @@ def test_killed_process_then_rerun(arch: agts.StorageEngine, step: str) -> None:
         with agts.connect(cfg) as engine:
             engine.archive("metrics", "2026-01-01", "2026-01-03", drop=True)
     """)
-    env = dict(os.environ, ARCHIVE_TEST_DSN=arch.config.database.conninfo(),
+    env = dict(os.environ, ARCHIVE_TEST_DSN=conninfo(arch.config.database),
                ARCHIVE_TEST_ROOT=str(arch.config.archive.root))
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]

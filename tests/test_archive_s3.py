@@ -84,7 +84,7 @@ def test_s3_export_verify_drop_query_restore(s3: agts.StorageEngine) -> None:
             n, float(sum(range(n))))
     lazy = s3.scan_cold("metrics")
     assert lazy.select(pl.len()).collect().item() == n
-    manifest = s3._archive_store().read_bytes("table=metrics/_manifest.json")
+    manifest = s3.cold_tier.store().read_bytes("table=metrics/_manifest.json")
     assert b'"state": "dropped"' in manifest
     assert s3.restore("metrics", DAY0, DAY0 + timedelta(days=2)) == n
     assert s3.query_metrics("fill_rate", DAY0, DAY0 + timedelta(days=2)).height == n

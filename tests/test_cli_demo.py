@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 import agts
+from agts.db import conninfo
 from tests.conftest import _drop_database
 from tests.test_cli import run_cli
 
@@ -71,10 +72,10 @@ def test_demo_twice_is_idempotent_and_another_seed_adds_a_day(
     assert other["start"] == "2026-01-05T12:00:00+00:00"
     assert other["new_rows"]["orders"] == 300
     own = config.with_overrides(database={"database": demo_db})
-    with psycopg.connect(own.database.conninfo()) as conn:
+    with psycopg.connect(conninfo(own.database)) as conn:
         orders = conn.execute("SELECT count(*) FROM agts.orders").fetchone()
     assert orders == (600,)
-    with psycopg.connect(config.database.conninfo()) as conn:  # the configured database: untouched
+    with psycopg.connect(conninfo(config.database)) as conn:  # the configured database: untouched
         assert conn.execute("SELECT count(*) FROM agts.orders").fetchone() == (0,)
 
 
@@ -114,11 +115,11 @@ def test_demo_refuses_a_database_it_did_not_make(config: agts.StorageConfig,
                                               "mine", 1.0))
     result = run_cli("demo", *SMALL, "--archive-root", str(tmp_path), "--database",
                      config.database.database, config=config)
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == 2, result.stderr
     assert f"database {config.database.database!r} exists and was not made by this job" in (
         result.stderr)
     assert "Traceback" not in result.stderr
-    with psycopg.connect(config.database.conninfo()) as conn:
+    with psycopg.connect(conninfo(config.database)) as conn:
         assert conn.execute("SELECT count(*) FROM agts.metric_points").fetchone() == (1,)
     assert not list(tmp_path.rglob("*.parquet"))
 
@@ -137,5 +138,6 @@ def test_demo_usage_errors_exit_2(args: list[str], message: str) -> None:
 def test_demo_help_names_defaults_and_examples() -> None:
     result = run_cli("demo", "--help")
     assert result.returncode == 0
-    for fragment in ("default 1,000,000", "./agts-archive", "--database", "Examples:", "--json"):
+    for fragment in ("default 1,000,000", "./agts-demo-archive", "--database", "Examples:",
+                     "--json"):
         assert fragment in result.stdout, fragment

@@ -1,10 +1,16 @@
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from agts import ConfigError, StorageConfig
+from agts._dsn import parse_dsn
+from agts.db import conninfo, resolved_password
 from agts.errors import redact
 
 
@@ -47,8 +53,8 @@ def test_config_file_named_by_environment(tmp_path: Path) -> None:
 
 def test_dsn_from_environment_wins_over_fields() -> None:
     cfg = StorageConfig.load(env={"AGTS_DSN": "host=h1 port=7000 dbname=d1 user=u1"})
-    conninfo = cfg.database.conninfo()
-    assert "host=h1" in conninfo and "port=7000" in conninfo and "dbname=d1" in conninfo
+    info = conninfo(cfg.database)
+    assert "host=h1" in info and "port=7000" in info and "dbname=d1" in info
     assert cfg.database.describe() == "u1@h1:7000/d1"
 
 
@@ -57,8 +63,8 @@ def test_overrides_of_a_dsn_config_go_into_the_dsn() -> None:
     cfg = StorageConfig.load(env={"AGTS_DSN": "postgresql://u1:s3cret@h1:7000/d1?sslmode=disable"})
     other = cfg.with_overrides(database={"database": "d2", "user": "u2", "password": "p2"})
     assert other.database.describe() == "u2@h1:7000/d2"
-    conninfo = other.database.conninfo()
-    assert "dbname=d2" in conninfo and "password=p2" in conninfo and "sslmode=disable" in conninfo
+    info = conninfo(other.database)
+    assert "dbname=d2" in info and "password=p2" in info and "sslmode=disable" in info
     assert "s3cret" not in repr(other) and "p2" not in repr(other.database)
     assert cfg.with_overrides(database={"port": 7001}).database.describe() == "u1@h1:7001/d1"
     assert cfg.with_overrides(database={"max_connections": 3}).database.dsn == cfg.database.dsn
@@ -127,20 +133,20 @@ def test_passwords_never_shown() -> None:
         assert "hunter2" not in text and "s3cret" not in text
     assert "password='***'" in repr(cfg.database)
     # ...but the connection string has them
-    assert "s3cret" in cfg.database.conninfo()
+    assert "s3cret" in conninfo(cfg.database)
 
 
 def test_password_file_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     secret = tmp_path / "pw"
     secret.write_text("from-file\n")
     cfg = StorageConfig.load(env={"AGTS_DATABASE__PASSWORD_FILE": str(secret)})
-    assert cfg.database.resolved_password() == "from-file"
+    assert resolved_password(cfg.database) == "from-file"
     monkeypatch.setenv("PGPASSWORD", "from-env")
-    assert StorageConfig.load(env={}, overrides={"database": {"port": 1}}).database.resolved_password() \
+    assert resolved_password(StorageConfig.load(env={}, overrides={"database": {"port": 1}}).database) \
         == "from-env"
     gone = StorageConfig.load(env={"AGTS_DATABASE__PASSWORD_FILE": str(tmp_path / "missing")})
     with pytest.raises(ConfigError, match="database.password_file '.*missing' cannot be read"):
-        gone.database.conninfo()
+        conninfo(gone.database)
 
 
 def test_with_overrides_validates() -> None:
@@ -161,3 +167,62 @@ def test_with_overrides_validates() -> None:
 )
 def test_redact(text: str, expected: str) -> None:
     assert redact(text) == expected
+
+
+def _fragments(secret: str, size: int = 4) -> set[str]:
+    return {secret[i:i + size] for i in range(len(secret) - size + 1)}
+
+
+@pytest.mark.parametrize(("dsn", "secret", "where"), [
+    pytest.param("postgresql://u:sec%zzret@h/db", "sec%zzret", "not followed by two hex digits",
+                 id="bad-percent-encoding"),
+    pytest.param("password=hunter2 w0rd", "hunter2 w0rd", "a word without '=' after the value "
+                 "of 'password'", id="unquoted-space"),
+    pytest.param("u:p@ss@host", "p@ss", "expected a postgresql:// URI or key=value pairs",
+                 id="no-scheme"),
+    pytest.param("postgresql://u:p@ss@host/db", "p@ss", "holds an '@'", id="at-in-password"),
+    pytest.param("password=a b=c dbname=x", "a b=c", "unknown keyword after the value of "
+                 "'password'", id="space-then-equals"),
+    pytest.param("password='s3cr3t dbname=x", "s3cr3t", "quoted value of 'password' is not closed",
+                 id="unclosed-quote"),
+    pytest.param("postgresql://u:p%C3%28@h/db", "p%C3%28", "not UTF-8", id="not-utf8"),
+    pytest.param("mysql://admin:t0psecret@h/db", "t0psecret", "must start with postgresql://",
+                 id="other-scheme"),
+    pytest.param("postgresql://u:pw@h/db?passw0rd=hunter22", "hunter22", "not a libpq connection "
+                 "option", id="unknown-query-parameter"),
+    pytest.param("=s3cr3tv4l host=h", "s3cr3tv4l", "expected a keyword at the start",
+                 id="no-keyword"),
+])
+def test_a_malformed_dsn_shows_no_part_of_its_password(
+        dsn: str, secret: str, where: str, tmp_path: Path) -> None:
+    """libpq quoted the text it could not parse (``invalid percent-encoded token: "sec%zzret"``);
+    agts parses DSNs itself and says only where the problem is."""
+    for make in (lambda: StorageConfig.from_dsn(dsn),
+                 lambda: StorageConfig.load(env={"AGTS_DSN": dsn}),
+                 lambda: StorageConfig.load(env={}).with_overrides(database={"dsn": dsn})):
+        with pytest.raises(ConfigError, match=re.escape(where)) as info:
+            make()
+        message = str(info.value)
+        assert not any(part in message for part in _fragments(secret)), message
+    result = subprocess.run([sys.executable, "-m", "agts.cli", "--dsn", dsn, "status"],
+                            capture_output=True, text=True, timeout=60,
+                            env={k: v for k, v in os.environ.items() if not k.startswith("AGTS_")})
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert not any(part in result.stderr + result.stdout for part in _fragments(secret))
+
+
+@pytest.mark.parametrize(("dsn", "expected"), [
+    ("postgresql://user:pa%40ss@host:6000/db?sslmode=require",
+     {"user": "user", "password": "pa@ss", "host": "host", "port": "6000", "dbname": "db",
+      "sslmode": "require"}),
+    ("host=h password='se cret \\' q' dbname=x", {"host": "h", "password": "se cret ' q",
+                                                 "dbname": "x"}),
+    ("postgresql://[::1]:5433/db", {"host": "::1", "port": "5433", "dbname": "db"}),
+    ("postgres://h1:1,h2:2/db", {"host": "h1,h2", "port": "1,2", "dbname": "db"}),
+    ("postgresql:///db?host=/var/run/postgresql", {"dbname": "db", "host": "/var/run/postgresql"}),
+])
+def test_valid_dsns_parse_as_libpq_does(dsn: str, expected: dict[str, str]) -> None:
+    import psycopg
+
+    assert parse_dsn(dsn) == expected
+    assert {k: v for k, v in psycopg.conninfo.conninfo_to_dict(dsn).items()} == expected

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import agts
-from agts.db import _local
+from agts.db import _local, conninfo
 
 
 def _free_port() -> int:
@@ -66,7 +66,7 @@ def test_wrong_password_is_a_terminal_connect_error(config: agts.StorageConfig) 
 
 
 def test_dsn_string_and_yaml_path(config: agts.StorageConfig, tmp_path: Path) -> None:
-    with agts.connect(config.database.conninfo()) as engine:
+    with agts.connect(conninfo(config.database)) as engine:
         assert engine.server.database == config.database.database
     path = tmp_path / "agts.yaml"
     path.write_text(f"database:\n  database: {config.database.database}\n  port: {config.database.port}\n")
@@ -74,7 +74,7 @@ def test_dsn_string_and_yaml_path(config: agts.StorageConfig, tmp_path: Path) ->
         pytest.skip("the test server is given by DSN")
     with agts.connect(str(path)) as engine:
         assert engine.server.database == config.database.database
-    with pytest.raises(agts.ConfigError, match="connect\\(\\) takes a DSN string"):
+    with pytest.raises(agts.ValidationError, match="connect\\(\\) takes a DSN string"):
         agts.connect(42)  # type: ignore[arg-type]
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import agts
+from agts.db import conninfo
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -38,7 +39,8 @@ def test_every_example_is_tested() -> None:
 
 def _databases(config: agts.StorageConfig) -> set[str]:
     with agts.connect(config) as engine, engine.db.connection() as conn:
-        return {r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
+        return {r[0] for r in conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'agts\\_tmp\\_%'").fetchall()}
 
 
 def _hot_rows(config: agts.StorageConfig) -> int:
@@ -57,7 +59,7 @@ def test_example_runs_twice_in_a_database_of_its_own(
     same output."""
     assert "temporary database of its own" in (EXAMPLES / name).read_text().split('"""')[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGTS_")}
-    env["AGTS_DSN"] = config.database.conninfo()
+    env["AGTS_DSN"] = conninfo(config.database)
     env["HOME"] = str(tmp_path)  # the pipeline's default spool lives under the home directory
     args = [str(tmp_path / "archive")] if name == "archive_cold_tier.py" else []
     before = _databases(config)

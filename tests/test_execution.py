@@ -14,6 +14,7 @@ import pytest
 
 import agts
 from agts import Fill, Order, PositionSnapshot, RiskDecision
+from agts.db import conninfo
 
 T0 = datetime(2024, 3, 1, 12, tzinfo=UTC)
 DAY = (T0 - timedelta(days=1), T0 + timedelta(days=1))
@@ -235,17 +236,17 @@ def test_constraint_violations_name_constraint_column_and_value(
 
 def test_the_database_enforces_the_same_constraints(engine: agts.StorageEngine) -> None:
     with pytest.raises(psycopg.errors.CheckViolation, match="fills_fee_check"), \
-            engine.db.connection() as conn:
+            psycopg.connect(conninfo(engine.config.database)) as conn:
         conn.execute("INSERT INTO agts.order_ids VALUES (%s, %s, 'c', 'v', 'm', 'buy')",
                      (uuid.UUID(int=5), T0))
         conn.execute("INSERT INTO agts.fills VALUES (%s, %s, %s, 'v', 'm', 'buy', 1, 1, -1, 'USD')",
                      (uuid.UUID(int=6), T0, uuid.UUID(int=5)))
     with pytest.raises(psycopg.errors.ForeignKeyViolation, match="fills_order_fkey"), \
-            engine.db.connection() as conn:
+            psycopg.connect(conninfo(engine.config.database)) as conn:
         conn.execute("INSERT INTO agts.fills VALUES (%s, %s, %s, 'v', 'm', 'buy', 1, 1, 0, 'USD')",
                      (uuid.UUID(int=6), T0, uuid.UUID(int=5)))
     with pytest.raises(psycopg.errors.UniqueViolation, match="order_ids_client_order_id_key"), \
-            engine.db.connection() as conn:
+            psycopg.connect(conninfo(engine.config.database)) as conn:
         conn.execute("INSERT INTO agts.order_ids VALUES (%s, %s, 'c', 'v', 'm', 'buy'), "
                      "(%s, %s, 'c', 'v', 'm', 'buy')", (uuid.UUID(int=5), T0, uuid.UUID(int=7), T0))
 
@@ -291,6 +292,18 @@ def test_fills_add_up_to_at_most_their_order_over_calls_and_batches(
         assert conn.execute("SELECT size, filled_size FROM agts.order_ids").fetchone() == (1.0, 1.0)
 
 
+def test_an_order_as_large_as_a_double_allows_does_not_stop_other_fills(
+        store: agts.ExecutionStore) -> None:
+    """The overfill check is a difference: size * (1 + tolerance) overflowed for an order of
+    1.79e308 and refused every fill of every order."""
+    store.store_order(_order(size=1.7976931348e308))
+    store.store_order(_order(id=uuid.UUID(int=2), client_order_id="cl-2", size=1.0))
+    assert store.store_fills([_fill(size=1e308), _fill(id=uuid.UUID(int=140), order_id=uuid.UUID(
+        int=2), size=0.5)]) == 2
+    assert store.update_order_status(uuid.UUID(int=1), "partially_filled", T0 + timedelta(1),
+                                     filled_size=1e308)
+
+
 def test_float_rounding_of_a_sum_of_fills_is_tolerated(store: agts.ExecutionStore) -> None:
     store.store_order(_order(size=0.3))
     assert store.store_fills([_fill(id=uuid.UUID(int=130), size=0.1),
@@ -307,8 +320,12 @@ def test_float_rounding_of_a_sum_of_fills_is_tolerated(store: agts.ExecutionStor
                  id="wrong-type"),
     pytest.param([_fill(id="nope")], agts.ValidationError, "id must be a UUID, got 'nope'",
                  id="bad-uuid"),
-    pytest.param([_fill(timestamp="2024-03-01")], agts.ValidationError,
-                 "column 'timestamp' must hold a datetime, got dtype String", id="bad-time"),
+    pytest.param([_fill(timestamp="yesterday")], agts.ValidationError,
+                 "timestamp must be a datetime, a date, an ISO 8601 string or a numpy.datetime64, "
+                 "got 'yesterday'", id="bad-time"),
+    pytest.param([_fill(timestamp=12.5)], agts.ValidationError,
+                 "column 'timestamp' must hold datetimes, dates or ISO 8601 text, got dtype Float64",
+                 id="number-time"),
 ])
 def test_malformed_input_is_refused_before_any_io(store: agts.ExecutionStore, data: Any,
                                                   error: type[Exception], message: str) -> None:

@@ -8,6 +8,7 @@ import math
 import random
 import string
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -186,17 +187,20 @@ def _frame(**changes: Any) -> pl.DataFrame:
     pytest.param(pl.DataFrame({"timestamp": pl.Series([0, -300_000_000_000_000_000],
                                                        dtype=pl.Datetime("us", "UTC")),
                                "metric_name": ["m", "m"], "value": [1.0, 2.0]}),
-                 "timestamp", 1, "outside the range TimescaleDB can store", id="before-4713-bc"),
-    pytest.param(pl.DataFrame({"timestamp": pl.Series([0, -210_866_803_200_000_001],
+                 "timestamp", 1, "outside the range agts stores", id="before-4713-bc"),
+    pytest.param(pl.DataFrame({"timestamp": pl.Series([0, -62_104_060_800_000_001],
                                                        dtype=pl.Datetime("us", "UTC")),
                                "metric_name": ["m", "m"], "value": [1.0, 2.0]}),
-                 "timestamp", 1, "outside the range TimescaleDB can store",
-                 id="one-microsecond-before-4714-11-24-bc"),
-    pytest.param(pl.DataFrame({"timestamp": pl.Series([0, 9_223_371_331_200_000_000],
+                 "timestamp", 1, "outside the range agts stores",
+                 id="one-microsecond-before-year-2"),
+    pytest.param(pl.DataFrame({"timestamp": pl.Series([0, 253_370_764_800_000_000],
                                                        dtype=pl.Datetime("us", "UTC")),
                                "metric_name": ["m", "m"], "value": [1.0, 2.0]}),
-                 "timestamp", 1, r"\(4714-11-24 BC to 294247-01-01 AD\)",
-                 id="timescaledb-end-of-time"),
+                 "timestamp", 1, r"\(0002-01-01 to 9998-12-31 UTC\)", id="year-9999"),
+    pytest.param(pl.DataFrame({"timestamp": pl.Series([0, 9_223_371_331_199_999_999],
+                                                       dtype=pl.Datetime("us", "UTC")),
+                               "metric_name": ["m", "m"], "value": [1.0, 2.0]}),
+                 "timestamp", 1, "outside the range agts stores", id="year-294247"),
     pytest.param(_frame(labels=['{"a": "1"}', "{not json", '{"a": "1"}']), "labels", 1,
                  "labels are not JSON", id="bad-json"),
     pytest.param(_frame(labels=['{"a": "1"}', '{"a": "1"}', '{"a": {"b": 1}}']), "labels", 2,
@@ -266,19 +270,29 @@ def test_stored_and_repeated_points_in_one_batch_are_merged_once(
     assert len(stored(engine)) == 6
 
 
-def test_the_first_and_last_instants_a_hypertable_holds_are_stored(
-        engine: agts.StorageEngine) -> None:
-    """The door's range is TimescaleDB's: its two ends are stored (a point one microsecond past
-    either end is refused, see test_validation_errors), so no accepted point fails a batch."""
+@pytest.mark.parametrize("zone", ["UTC", "Etc/GMT+5", "Etc/GMT-9"])
+def test_the_first_and_last_instants_agts_takes_are_stored_and_maintained(
+        engine: agts.StorageEngine, tmp_path: Path, zone: str) -> None:
+    """The door's range is what agts can store *and read back*: points at its two ends, given in
+    any time zone, are stored, and rollups, archive and the storage report still work (a point
+    before year 1 or after 9999 broke each of them)."""
     frame = pl.DataFrame({
-        "timestamp": pl.Series([-210_866_803_200_000_000, 9_223_371_331_199_999_999],
-                               dtype=pl.Datetime("us", "UTC")),
+        "timestamp": pl.Series([-62_104_060_800_000_000, 253_370_764_799_999_999],
+                               dtype=pl.Datetime("us", "UTC")).dt.convert_time_zone(zone),
         "metric_name": ["edge", "edge"], "value": [1.0, 2.0]})
     assert engine.insert_metrics_batch(frame).rows_written == 2
     with engine.db.connection() as conn:
         rows = conn.execute("SELECT _timescaledb_functions.to_unix_microseconds(time), value "
                             "FROM agts.metric_points ORDER BY time").fetchall()
-    assert rows == [(-210_866_803_200_000_000, 1.0), (9_223_371_331_199_999_999, 2.0)]
+    assert rows == [(-62_104_060_800_000_000, 1.0), (253_370_764_799_999_999, 2.0)]
+    engine.refresh_rollups()
+    assert engine.storage_report().height > 0
+    report = engine.archive("metrics", dt.datetime(1, 1, 1, tzinfo=UTC),
+                            dt.datetime(3, 1, 1, tzinfo=UTC), drop=True, root=str(tmp_path))
+    assert report.rows_exported == 1
+    assert engine.query_metrics("edge", dt.datetime(1, 1, 1, tzinfo=UTC), dt.datetime(
+        9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC), tiers="all")["value"].to_list() == [1.0, 2.0]
+    engine.run_retention(dry_run=True)  # reads every chunk range back
 
 
 @pytest.mark.parametrize("size", [2_704, 3_000, 4_000])

@@ -21,6 +21,7 @@ from psycopg import sql
 
 import agts
 from agts.config import StorageConfig
+from agts.db import conninfo
 
 T0 = dt.datetime(2026, 3, 2, tzinfo=dt.UTC)
 
@@ -64,7 +65,7 @@ def test_asyncio_producers(engine: agts.StorageEngine, tmp_path: Path) -> None:
 @contextmanager
 def points_locked(engine: agts.StorageEngine) -> Iterator[None]:
     """A slow database: another session holds agts.metric_points, so writes wait."""
-    with psycopg.connect(engine.db.config.conninfo()) as conn:
+    with psycopg.connect(conninfo(engine.db.config)) as conn:
         conn.execute("LOCK TABLE agts.metric_points IN ACCESS EXCLUSIVE MODE")
         yield
 
@@ -186,7 +187,7 @@ def test_rows_the_database_refuses_for_good_are_set_aside_alone(
 def _allow_connections(config: StorageConfig, allow: bool) -> None:
     admin = config.with_overrides(database={"database": "postgres"})
     name = config.database.database
-    with psycopg.connect(admin.database.conninfo(), autocommit=True) as conn:
+    with psycopg.connect(conninfo(admin.database), autocommit=True) as conn:
         conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS {}").format(
             sql.Identifier(name), sql.SQL("true" if allow else "false")))
         if not allow:
@@ -276,7 +277,19 @@ def _spool_file(directory: Path, points: list[agts.MetricPoint]) -> Path:
         spool.close()
 
 
-@pytest.mark.parametrize("damage", ["empty", "text", "cut-in-half", "foreign-arrow"])
+def _spool_table(table: pa.Table, path: Path) -> None:
+    meta = {b"agts.batch_id": str(uuid.uuid4()).encode()}
+    table = table.replace_schema_metadata(meta)
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+        w.write_table(table)
+
+
+def _dictionary(values: list[str], keys: list[int]) -> pa.DictionaryArray:
+    return pa.DictionaryArray.from_arrays(pa.array(keys, pa.int32()), pa.array(values), safe=False)
+
+
+@pytest.mark.parametrize("damage", ["empty", "text", "cut-in-half", "foreign-arrow",
+                                    "time-as-text", "time-as-integers", "key-outside-series"])
 def test_an_unreadable_spool_file_is_set_aside_and_the_rest_is_stored(
         engine: agts.StorageEngine, tmp_path: Path, damage: str,
         caplog: pytest.LogCaptureFixture) -> None:
@@ -292,9 +305,16 @@ def test_an_unreadable_spool_file_is_set_aside_and_the_rest_is_stored(
         bad.write_bytes(b"16 bytes of text")
     elif damage == "cut-in-half":
         bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
-    else:  # a valid Arrow IPC file that is not a spooled batch
+    elif damage == "foreign-arrow":  # a valid Arrow IPC file that is not a spooled batch
         with pa.OSFile(str(bad), "wb") as sink, pa.ipc.new_file(sink, pa.schema([("x", pa.int8())])) as w:
             w.write_table(pa.table({"x": pa.array([1], pa.int8())}))
+    else:  # the spool's column names, other types or keys: refused, not stored as 1970 points
+        times = (pa.array(["2026-01-01"]) if damage == "time-as-text"
+                 else pa.array([1], pa.int64()) if damage == "time-as-integers"
+                 else pa.array([T0], pa.timestamp("us", tz="UTC")))
+        key = [5] if damage == "key-outside-series" else [0]
+        _spool_table(pa.table({"time": times, "metric_name": _dictionary(["first"], key),
+                               "labels": _dictionary(["{}"], key), "value": [1.0]}), bad)
     with engine.ingestor(batch_size=100, flush_interval_ms=20, spool_dir=spool) as ing:
         ing.put([point(i) for i in range(500)])
         ing.flush(timeout=30)
@@ -383,3 +403,85 @@ def test_the_ingestor_stores_a_long_label_set_with_the_points_around_it(
     assert count(engine)[0] == 601
     assert (stats.points_written, stats.failed_batches, stats.errors) == (601, 0, 0)
     assert not (tmp_path / "failed").exists()
+
+
+def test_spool_files_keep_their_order_past_twelve_digits(engine: agts.StorageEngine,
+                                                         tmp_path: Path) -> None:
+    """Sequence numbers are numbers: after 999999999999 comes 1000000000000, which sorts before
+    it as text and did not match a 12-digit name pattern (it was never replayed)."""
+    good = _spool_file(tmp_path, [point(i, "old") for i in range(10)])
+    last = good.rename(tmp_path / ("999999999999-" + good.name.split("-", 1)[1]))
+    (tmp_path / "000000000012-00000000-0000-4000-8000-000000000000.tmp").mkdir()  # a directory
+    from agts.ingest._normalize import normalize
+    from agts.ingest._spool import Spool
+
+    spool = Spool(tmp_path, max_bytes=1 << 30)
+    try:
+        newer = spool.append(normalize([point(i, "new") for i in range(20)]), str(uuid.uuid4()))
+    finally:
+        spool.close()
+    assert newer.name.startswith("1000000000000-")
+    ing = engine.ingestor(spool_dir=tmp_path)
+    ing.close(timeout=60)  # replays what the spool holds
+    assert ing.stats().replayed_batches == 2
+    assert not last.exists() and not newer.exists()
+    with engine.db.connection() as conn:
+        assert dict(conn.execute("SELECT s.metric_name, count(*) FROM agts.metric_points p JOIN "
+                                 "agts.series s USING (series_id) GROUP BY 1").fetchall()) == {
+            "old": 10, "new": 20}
+
+
+def test_many_refused_rows_are_narrowed_down_exactly(engine: agts.StorageEngine,
+                                                     tmp_path: Path) -> None:
+    """100 refused rows among 1,000: the 900 others are stored and failed/ holds the 100 (a cap
+    of 64 halvings left 774 good rows in failed/)."""
+    with engine.db.connection() as conn:
+        conn.execute("ALTER TABLE agts.metric_points ADD CONSTRAINT test_non_negative "
+                     "CHECK (value >= 0)")
+    rows = [agts.MetricPoint(T0 + dt.timedelta(milliseconds=i), "lat",
+                             -1.0 if i % 10 == 3 else float(i), {"venue": "x"}) for i in range(1000)]
+    with engine.ingestor(batch_size=1000, flush_interval_ms=10, spool_dir=tmp_path) as ing:
+        ing.put(rows)
+        ing.flush(timeout=120)
+        stats = ing.stats()
+    assert count(engine)[0] == 900 and stats.points_written == 900
+    kept = [pa.ipc.open_file(pa.memory_map(str(f))).read_all()
+            for f in (tmp_path / "failed").glob("*.arrow")]
+    assert sorted(v for t in kept for v in t.column("value").to_pylist()) == [-1.0] * 100
+    assert stats.failed_batches == len(kept) and stats.points_lost == 0
+
+
+def test_a_lone_surrogate_is_refused_at_the_door(engine: agts.StorageEngine,
+                                                 tmp_path: Path) -> None:
+    """Python strings may hold lone surrogates, which no database text can: refused per row (it
+    made the whole batch lost in the flusher, or a raw UnicodeEncodeError)."""
+    bad = [agts.MetricPoint(T0, "lat\ud800", 1.0), agts.MetricPoint(T0, "lat", 1.0, {"k": "\udc00"})]
+    for point_ in bad:
+        with pytest.raises(agts.ValidationError, match="not valid Unicode text|valid Unicode text"):
+            engine.insert_metrics_batch([point(0), point_])
+    result = engine.insert_metrics_batch([point(0), *bad, point(1)], on_error="skip")
+    assert (result.rows_written, result.skipped.get_column("row").to_list()) == (2, [1, 2])
+    with engine.ingestor(spool_dir=tmp_path, on_error="skip") as ing:
+        skipped = ing.put([point(2), bad[0], point(3)])
+        ing.flush(timeout=30)
+    assert skipped.get_column("row").to_list() == [1] and count(engine)[0] == 4
+
+
+def test_a_statement_timeout_does_not_stall_the_pipeline(config: StorageConfig,
+                                                         tmp_path: Path) -> None:
+    """Every write times out while another session holds the table: the batch is halved a few
+    times, then spooled, and stored once the table is free (it was retried and spooled forever
+    as if the database were away, with flush() returning OK and nothing stored)."""
+    slow = config.with_overrides(database={"statement_timeout_sec": 0.3})
+    with agts.connect(slow) as engine:
+        engine.insert_metrics_batch([point(0)])
+        ing = engine.ingestor(batch_size=400, flush_interval_ms=10, spool_dir=tmp_path)
+        with points_locked(engine):
+            ing.put([point(i) for i in range(1, 401)])
+            wait_until(lambda: ing.stats().spooled_batches >= 1, 60)
+        ing.flush(timeout=60)
+        wait_until(lambda: ing.stats().spool_pending == 0, 60)
+        stats = ing.stats()
+        ing.close(timeout=60)
+        assert count(engine) == (401, 401, sum(range(401)))
+    assert stats.points_lost == 0 and stats.failed_batches == 0

@@ -37,8 +37,8 @@ def _same_batch(points: list[agts.MetricPoint]) -> None:
                  id="int-numpy-and-label-order"),
     pytest.param([P(T0, "n", 1.0, {}), P(T0, "n", 2.0, None), P(T0, "n", 3.0, {"k": 5}),
                   P(T0, "n", 4.0, {"k": True})], id="empty-none-number-bool-labels"),
-    pytest.param([P(dt.datetime(1, 1, 1, tzinfo=UTC), "edge", 1.0, {}),
-                  P(dt.datetime(9999, 12, 31, 23, 59, 59, 999999), "edge", 2.0, {})],
+    pytest.param([P(dt.datetime(2, 1, 1, tzinfo=UTC), "edge", 1.0, {}),
+                  P(dt.datetime(9998, 12, 31, 23, 59, 59, 999999), "edge", 2.0, {})],
                  id="datetime-extremes"),
 ])
 def test_fast_path_builds_the_batch_the_general_path_builds(
@@ -53,6 +53,9 @@ def test_fast_path_builds_the_batch_the_general_path_builds(
     pytest.param(P(T0, "", 1.0), "column 'metric_name' row 1: metric_name is empty", id="empty"),
     pytest.param(P(T0, None, 1.0), "metric_name is null", id="null-name"),  # type: ignore[arg-type]
     pytest.param(P(T0, "m" * 257, 1.0), "longer than 256", id="long-name"),
+    pytest.param(P(dt.datetime(1, 12, 31, 23, 59, 59, 999999, tzinfo=UTC), "m", 1.0),
+                 "column 'timestamp' row 1: timestamp is outside the range agts stores",
+                 id="before-year-2"),
     pytest.param(P(T0, "m", 1.0, {"k": ["x"]}), "must have a string value", id="list-label"),
     pytest.param(P(T0, "m", 1.0, {f"k{i}": "v" for i in range(33)}), "at most 32 labels",
                  id="too-many-labels"),

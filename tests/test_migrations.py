@@ -9,11 +9,12 @@ import pytest
 
 import agts
 from agts._migrations import MigrationRunner, default_directory
+from agts.db import conninfo
 
 
 def _schema_snapshot(config: agts.StorageConfig) -> list[tuple]:
     """Every column, index, constraint, view and hypertable in the agts schema."""
-    with psycopg.connect(config.database.conninfo()) as conn:
+    with psycopg.connect(conninfo(config.database)) as conn:
         cols = conn.execute(
             "SELECT table_name, column_name, data_type, is_nullable, column_default "
             "FROM information_schema.columns WHERE table_schema = 'agts' ORDER BY 1, 2"

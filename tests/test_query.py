@@ -128,7 +128,9 @@ def test_max_results_enforced(config: StorageConfig) -> None:
 
 @pytest.mark.parametrize(("kwargs", "message"), [
     pytest.param({"metric_name": ""}, "metric_name must be a non-empty string", id="empty-name"),
-    pytest.param({"start": "yesterday"}, "start must be a datetime or an ISO 8601 string",
+    pytest.param({"start": "yesterday"},
+                 "start must be a datetime, a date, an ISO 8601 string or a numpy.datetime64, "
+                 "got 'yesterday'",
                  id="bad-start"),
     pytest.param({"end": T0 - timedelta(seconds=1)}, "end must not be before start", id="reversed"),
     pytest.param({"labels": {"venue": 1}}, "labels must map non-empty string keys to string",

@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 
 import agts
+from agts.db import conninfo
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -225,13 +226,13 @@ def test_storage_report_tiers(engine: agts.StorageEngine, tmp_path: Path) -> Non
 )
 def test_storage_report_argument_errors(engine: agts.StorageEngine, kwargs: dict[str, object],
                                         message: str) -> None:
-    with pytest.raises(agts.ConfigError, match=message):
+    with pytest.raises(agts.ValidationError, match=message):
         engine.storage_report(**kwargs)  # type: ignore[arg-type]
 
 
 def test_cli_retention_and_storage_json(engine: agts.StorageEngine) -> None:
     engine.insert_metrics_batch(_points([1]))
-    dsn = engine.config.database.conninfo()
+    dsn = conninfo(engine.config.database)
     out = subprocess.run([sys.executable, "-m", "agts.cli", "--dsn", dsn, "retention", "run",
                           "--dry-run", "--json"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -1,4 +1,6 @@
-"""The Parquet cold tier: export → verify → drop, the manifest, restore, and reading it back.
+"""The Parquet cold tier, a library of its own: export → verify → drop, the manifest, restore, and
+reading archived files back. It knows the database and its configuration section, never the
+engine, the query service or the execution store; they hold a :class:`ColdTier`.
 
 Layout under the archive root (a directory or ``s3://bucket/prefix``)::
 
@@ -12,16 +14,21 @@ state) is kept in ``agts.archive_units`` / ``agts.archive_files`` and beside the
 """
 
 from agts.archive._archiver import Archiver, ArchiveReport, Unit
+from agts.archive._cold import cold
 from agts.archive._store import ArchiveStore
-from agts.archive._tables import SCHEMA_VERSION, TableSpec, resolve, table_specs
+from agts.archive._tables import SCHEMA_VERSION, TableSpec, chunks, resolve, table_specs
+from agts.archive._tier import ColdTier
 
 __all__ = [
     "SCHEMA_VERSION",
     "ArchiveReport",
     "ArchiveStore",
     "Archiver",
+    "ColdTier",
     "TableSpec",
     "Unit",
+    "chunks",
+    "cold",
     "resolve",
     "table_specs",
 ]

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+import psycopg
+import pyarrow as pa
 import pyarrow.parquet as pq
 from psycopg import sql
 
@@ -32,7 +34,7 @@ from agts.archive._export import SeriesLookup, count_hot, export_range, file_pat
 from agts.archive._store import ArchiveStore
 from agts.archive._tables import METRICS, SCHEMA_VERSION, TableSpec, chunks
 from agts.db._database import Database
-from agts.errors import StorageError
+from agts.errors import ArchiveError, StorageError
 
 __all__ = ["ArchiveReport", "Archiver", "Unit"]
 
@@ -44,6 +46,9 @@ Step = Literal["claimed", "written", "exported", "verified", "dropped"]
 STEP_HOOK: Callable[[Step, Unit], None] | None = None
 
 _MAX_ATTEMPTS = 3
+_LOCK_WAIT_SEC = 2.0
+#: How long a drop waits for the locks on its chunks before it leaves the unit for a later run.
+DROP_LOCK_TIMEOUT_SEC = 5.0
 
 
 @dataclass(frozen=True)
@@ -110,7 +115,8 @@ class Archiver:
         """Archive every whole chunk inside ``[start, end)`` (and unfinished units there)."""
         report = ArchiveReport(table=self.spec.name)
         began = time.perf_counter()
-        with self.db.exclusive(f"archive:{self.spec.qualified}") as held:
+        # A short wait, not none: the session of a run killed a moment ago may still hold it.
+        with self.db.exclusive(f"archive:{self.spec.qualified}", wait=_LOCK_WAIT_SEC) as held:
             if not held:
                 report.skipped.append((self.spec.name, "another archive run holds this table"))
                 return report
@@ -123,7 +129,7 @@ class Archiver:
 
     def _units(self, start: datetime | None, end: datetime | None,
                metric_name: str | None) -> list[Unit]:
-        with self.db.connection() as conn:
+        with self.db.connection(f"archive {self.spec.qualified}") as conn:
             ranges = {(c.range_start, c.range_end) for c in chunks(conn, self.spec, start=start,
                                                                    end=end)}
             pending = conn.execute(
@@ -156,7 +162,8 @@ class Archiver:
             elif state == "exported":
                 self._verify(unit, rows or 0, report)
             elif state == "verified" and drop:
-                self._drop(unit, rows or 0, report)
+                if not self._drop(unit, rows or 0, report):
+                    return
             elif state == "dropped":
                 self._report_late_rows(unit, report)
                 return
@@ -166,7 +173,7 @@ class Archiver:
     # -- steps -------------------------------------------------------------------------------
 
     def _claim(self, unit: Unit) -> tuple[str, str, int | None]:
-        with self.db.connection() as conn:
+        with self.db.connection(f"archive {self.spec.qualified}") as conn:
             conn.execute(
                 """
                 INSERT INTO agts.archive_units (table_name, hypertable, time_column, range_start,
@@ -199,7 +206,7 @@ class Archiver:
                              metric_name=unit.metric_name)
         _hook("written", unit)
         rows = sum(f.rows for f in files)
-        with self.db.connection() as conn:
+        with self.db.connection(f"archive {self.spec.qualified}") as conn:
             unit_id = self._unit_id(conn, unit)
             conn.execute("DELETE FROM agts.archive_files WHERE unit_id = %s", [unit_id])
             with conn.cursor() as cur:
@@ -224,7 +231,7 @@ class Archiver:
         _hook("exported", unit)
 
     def _verify(self, unit: Unit, rows: int, report: ArchiveReport) -> None:
-        with self.db.connection() as conn:
+        with self.db.connection(f"archive {self.spec.qualified}") as conn:
             unit_id = self._unit_id(conn, unit)
             files = conn.execute("SELECT path, rows, bytes, sha256 FROM agts.archive_files "
                                  "WHERE unit_id = %s", [unit_id]).fetchall()
@@ -232,7 +239,7 @@ class Archiver:
         total = sum(int(f[1]) for f in files)
         if problem is None and total != rows:
             problem = f"the manifest's files hold {total} rows, the unit {rows}"
-        with self.db.connection() as conn:
+        with self.db.connection(f"archive {self.spec.qualified}") as conn:
             hot = count_hot(conn, self.spec, unit.start, unit.end, unit.metric_name)
             if problem is None and hot != rows and hot == 0:
                 log.warning("%s: the hot rows are gone (dropped outside agts?); the verified files "
@@ -242,9 +249,9 @@ class Archiver:
             if problem is None and hot != rows:
                 problem = f"the hot tier now holds {hot} rows, the files {rows} (late writes)"
             if problem is not None and hot == 0 and rows > 0:
-                raise StorageError(
+                raise ArchiveError(
                     f"archive of {unit} is damaged ({problem}) and its hot rows are gone: restore "
-                    f"the files from a backup of {self.store.root!r}")
+                    f"the files from a backup of {self.store.root!r}", path=self.store.root)
             if problem is not None:
                 log.warning("%s: %s; exporting again", unit, problem)
                 self._set_state(conn, unit_id, "exporting")
@@ -261,31 +268,43 @@ class Archiver:
                     parquet_rows = pq.ParquetFile(handle).metadata.num_rows
             except FileNotFoundError:
                 return f"file {path!r} is missing"
+            except (OSError, pa.ArrowException, StorageError) as exc:  # cut short, not Parquet
+                return f"file {path!r} cannot be read ({exc})"
             if actual != sha or actual_size != size:
                 return f"file {path!r} does not match its checksum"
             if parquet_rows != rows:
                 return f"file {path!r} holds {parquet_rows} rows, the manifest says {rows}"
         return None
 
-    def _drop(self, unit: Unit, rows: int, report: ArchiveReport) -> None:
+    def _drop(self, unit: Unit, rows: int, report: ArchiveReport) -> bool:
+        """Drop the unit's hot rows; False when a session holds its chunks (left for a later
+        run: waiting would queue every other reader and writer of the chunk behind the drop)."""
         stale: list[str] = []
-        with self.db.connection() as conn:
+        with self.db.connection(f"archive {self.spec.qualified}") as conn:
             unit_id = self._unit_id(conn, unit)
             live = chunks(conn, self.spec, start=unit.start, end=unit.end)
-            for chunk in live:
-                conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(
-                    sql.Identifier(chunk.schema, chunk.name)))
-            hot = count_hot(conn, self.spec, unit.start, unit.end, unit.metric_name)
-            if hot != rows and hot != 0:
-                log.warning("%s: %d hot rows now, %d archived (late writes); exporting again",
-                            unit, hot, rows)
-                self._set_state(conn, unit_id, "exporting")
-                return
-            if unit.metric_name is None:
-                if live:
+            conn.execute(f"SET LOCAL lock_timeout = {int(DROP_LOCK_TIMEOUT_SEC * 1000)}")
+            try:
+                for chunk in live:
+                    conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(
+                        sql.Identifier(chunk.schema, chunk.name)))
+                hot = count_hot(conn, self.spec, unit.start, unit.end, unit.metric_name)
+                if hot != rows and hot != 0:
+                    log.warning("%s: %d hot rows now, %d archived (late writes); exporting "
+                                "again", unit, hot, rows)
+                    self._set_state(conn, unit_id, "exporting")
+                    return True
+                if unit.metric_name is None and live:
                     conn.execute("SELECT drop_chunks(%s::regclass, older_than => %s, "
                                  "newer_than => %s)", [self.spec.qualified, unit.end, unit.start])
-            else:
+            except psycopg.errors.LockNotAvailable:
+                conn.rollback()
+                report.skipped.append((str(unit), (
+                    f"verified, not dropped: another session held its chunk for more than "
+                    f"{DROP_LOCK_TIMEOUT_SEC:g}s (an open transaction reading it?); the next run "
+                    "drops it")))
+                return False
+            if unit.metric_name is not None:
                 conn.execute(sql.SQL("DELETE FROM {} WHERE {}").format(
                     self.spec.identifier, self.spec.where(unit.start, unit.end, unit.metric_name)))
                 # A copy of the whole range taken before now also holds these rows: forget it
@@ -309,11 +328,12 @@ class Archiver:
         report.units_dropped += 1
         report.rows_dropped += hot
         _hook("dropped", unit)
+        return True
 
     def _report_late_rows(self, unit: Unit, report: ArchiveReport) -> None:
         """A range archived and dropped that has hot rows again (written after the drop): they are
         not archived (the unit's files are final), so say so instead of passing over them."""
-        with self.db.connection() as conn:
+        with self.db.connection(f"archive {self.spec.qualified}") as conn:
             hot = count_hot(conn, self.spec, unit.start, unit.end, unit.metric_name)
         if hot:
             report.skipped.append((str(unit), (
@@ -342,7 +362,7 @@ class Archiver:
 
     def write_manifest(self) -> str:
         """Rewrite ``table=<name>/_manifest.json`` from the database's manifest; returns its path."""
-        with self.db.connection() as conn:
+        with self.db.connection(f"archive {self.spec.qualified}") as conn:
             cur = conn.execute(
                 """
                 SELECT path, partition_date, rows, min_time, max_time, bytes, sha256, schema_version,

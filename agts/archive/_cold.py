@@ -8,9 +8,9 @@ every row once.
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import duckdb
 import polars as pl
@@ -20,16 +20,12 @@ import pyarrow.fs as pafs
 
 from agts.archive._export import METRICS_SCHEMA
 from agts.archive._store import ArchiveStore
-from agts.archive._tables import METRICS, TableSpec, resolve
-from agts.errors import ConfigError
-from agts.query._args import check_range
+from agts.archive._tables import METRICS, TableSpec
+from agts.config import ArchiveConfig, StorageConfig
+from agts.errors import ArchiveError, ValidationError
 
-if TYPE_CHECKING:
-    from agts._engine import StorageEngine
-
-__all__ = ["archived_tables", "cold", "duckdb_connection", "query_cold", "scan"]
-
-log = logging.getLogger(__name__)
+__all__ = ["archived_tables", "cold", "cold_files", "duckdb_connection", "empty_frame",
+           "read_cold", "read_files", "scan"]
 
 _PG_TO_POLARS: dict[str, pl.DataType] = {
     "timestamp with time zone": pl.Datetime("us", "UTC"),
@@ -79,7 +75,7 @@ def duckdb_connection(store: ArchiveStore) -> duckdb.DuckDBPyConnection:
 def scan(store: ArchiveStore, table: str) -> pl.LazyFrame:
     """A ``LazyFrame`` over the archived files of ``table`` (with the ``date`` partition column)."""
     if table not in archived_tables(store):
-        raise ConfigError(
+        raise ValidationError(
             f"table {table!r} has no files under {store.root!r}; archived tables: "
             f"{archived_tables(store)!r}")
     if store.is_s3:
@@ -94,20 +90,6 @@ def empty_frame(spec: TableSpec) -> pl.DataFrame:
         return pl.from_arrow(METRICS_SCHEMA.empty_table())  # type: ignore[return-value]
     return pl.DataFrame(schema={
         column: _PG_TO_POLARS.get(type_, pl.String()) for column, type_ in spec.columns})
-
-
-def query_cold(
-    engine: StorageEngine, table: str, start: Any, end: Any, *, metric_name: str | None = None,
-    root: str | None = None,
-) -> pl.DataFrame:
-    """See :meth:`agts.StorageEngine.query_cold`."""
-    start_utc, end_utc = check_range(start, end)
-    with engine.db.connection() as conn:
-        spec = resolve(conn, table)
-        files = cold_files(conn, spec, start_utc, end_utc, metric_name)
-    if metric_name is not None and spec.name != METRICS:
-        raise ConfigError(f"metric_name applies to table 'metrics' only, got table {table!r}")
-    return read_cold(engine, spec, files, start_utc, end_utc, metric_name=metric_name, root=root)
 
 
 def cold_files(conn: Any, spec: TableSpec, start: datetime, end: datetime,
@@ -127,10 +109,11 @@ def cold_files(conn: Any, spec: TableSpec, start: datetime, end: datetime,
 
 
 def read_cold(
-    engine: StorageEngine, spec: TableSpec, files: list[tuple[str, str]], start: datetime,
-    end: datetime, *, metric_name: str | None = None, root: str | None = None,
+    stores: Callable[[str], ArchiveStore], spec: TableSpec, files: list[tuple[str, str]],
+    start: datetime, end: datetime, *, metric_name: str | None = None, root: str | None = None,
 ) -> pl.DataFrame:
-    """The rows of ``files`` inside ``[start, end)`` (and of one metric), ordered by time."""
+    """The rows of ``files`` (``(root, path)`` pairs) inside ``[start, end)`` (and of one metric),
+    ordered by time; ``stores`` gives the store of a root, ``root`` overrides every file's."""
     if not files:
         return empty_frame(spec)
     time_column = spec.archive_time_column
@@ -140,16 +123,33 @@ def read_cold(
         expr = expr & (ds.field("metric_name") == metric_name)
     tables = []
     for file_root in sorted({r for r, _ in files}):
-        store = engine._archive_store(root if root is not None else file_root)
+        store = stores(root if root is not None else file_root)
         paths = [store.path(p) for r, p in files if r == file_root]
-        dataset = ds.dataset(paths, filesystem=store.fs, format="parquet")
-        tables.append(dataset.to_table(filter=expr))
+        tables.append(read_files(store, paths, spec, filter=expr))
     frame = pl.from_arrow(pa.concat_tables(tables, promote_options="default"))
     assert isinstance(frame, pl.DataFrame)
     return frame.sort(time_column, maintain_order=True)
 
 
-def cold(root: str | None = None, *, config: Any = None) -> duckdb.DuckDBPyConnection:
+def read_files(store: ArchiveStore, paths: list[str], spec: TableSpec, *,
+               filter: ds.Expression | None = None) -> pa.Table:
+    """The rows of Parquet files of ``store`` (full paths).
+
+    Raises
+    ------
+    ArchiveError
+        A file is missing, cut short or not Parquet; the message names it.
+    """
+    try:
+        return ds.dataset(paths, filesystem=store.fs, format="parquet").to_table(filter=filter)
+    except (OSError, pa.ArrowException) as exc:
+        where = paths[0] if len(paths) == 1 else f"{len(paths)} files under {store.root!r}"
+        raise ArchiveError(f"cannot read the archived rows of {spec.name!r} from {where}: "
+                           f"{str(exc).strip().splitlines()[0]}", path=store.root) from exc
+
+
+def cold(root: str | None = None, *, config: StorageConfig | None = None
+         ) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection over an archive, no database needed.
 
     Parameters
@@ -159,7 +159,5 @@ def cold(root: str | None = None, *, config: Any = None) -> duckdb.DuckDBPyConne
     config
         A :class:`agts.StorageConfig` (default: loaded from file and environment).
     """
-    from agts.config import StorageConfig
-
-    settings = config if config is not None else StorageConfig.load()
-    return duckdb_connection(ArchiveStore.from_config(settings.archive, root))
+    settings: ArchiveConfig = (config if config is not None else StorageConfig.load()).archive
+    return duckdb_connection(ArchiveStore.from_config(settings, root))

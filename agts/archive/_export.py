@@ -94,7 +94,7 @@ class SeriesLookup:
         self.refresh()
 
     def refresh(self) -> None:
-        with self.db.adbc() as conn, conn.cursor() as cur:
+        with self.db.adbc("read agts.series for the archive") as conn, conn.cursor() as cur:
             cur.execute(
                 "SELECT s.series_id, s.metric_name, k.keys, k.vals FROM agts.series s, LATERAL ("
                 " SELECT coalesce(array_agg(key ORDER BY key), '{}') AS keys,"
@@ -228,10 +228,11 @@ def export_range(
     overwrites them).
     """
     time_column = spec.archive_time_column
-    with db.connection() as conn:
+    with db.connection(f"export {spec.qualified}") as conn:
         query = spec.select_range(start, end, metric_name).as_string(conn)
     files: dict[date, _DateFile] = {}
-    with contextlib.ExitStack() as stack, db.adbc() as adbc, adbc.cursor() as cur, \
+    with contextlib.ExitStack() as stack, db.adbc(f"export {spec.qualified}") as adbc, \
+            adbc.cursor() as cur, \
             _Writer() as writer:
         cur.execute(query)
         reader = cur.fetch_record_batch()

@@ -9,18 +9,18 @@ series through ``agts.series``: missing series are registered, existing ones reu
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 from psycopg import sql
 
+from agts._args import check_range
+from agts.archive._cold import read_files
+from agts.archive._store import ArchiveStore
 from agts.archive._tables import METRICS, TableSpec, resolve
-from agts.query._args import check_range
-
-if TYPE_CHECKING:
-    from agts._engine import StorageEngine
+from agts.db._database import Database
 
 __all__ = ["restore"]
 
@@ -44,11 +44,12 @@ ON CONFLICT DO NOTHING
 
 
 def restore(
-    engine: StorageEngine, table: str, start: Any, end: Any, *, root: str | None = None,
+    db: Database, stores: Callable[[str | None], ArchiveStore], table: str, start: Any, end: Any,
+    *, root: str | None = None,
 ) -> int:
-    """See :meth:`agts.StorageEngine.restore`."""
+    """See :meth:`agts.StorageEngine.restore`; ``stores`` gives the store of a root."""
     start_utc, end_utc = check_range(start, end)
-    with engine.db.connection() as conn:
+    with db.connection(f"restore {table!r}") as conn:
         spec = resolve(conn, table)
         units = conn.execute(
             """
@@ -62,21 +63,20 @@ def restore(
         ).fetchall()
     total = 0
     for unit_id, unit_root, paths in units:
-        store = engine._archive_store(root if root is not None else unit_root)
-        data = (ds.dataset([store.path(p) for p in paths], filesystem=store.fs, format="parquet")
-                .to_table() if paths else None)
-        inserted = _insert(engine, spec, data, unit_id)
+        store = stores(root if root is not None else unit_root)
+        data = read_files(store, [store.path(p) for p in paths], spec) if paths else None
+        inserted = _insert(db, spec, data, unit_id)
         log.info("restored unit %s of %s: %d rows inserted", unit_id, spec.qualified, inserted)
         total += inserted
     return total
 
 
-def _insert(engine: StorageEngine, spec: TableSpec, data: pa.Table | None, unit_id: int) -> int:
-    with engine.db.connection() as conn:
+def _insert(db: Database, spec: TableSpec, data: pa.Table | None, unit_id: int) -> int:
+    with db.connection(f"restore {spec.qualified}") as conn:
         insert = _metrics_stage(data) if spec.name == METRICS else None
         generic = None if spec.name == METRICS else _generic_insert(spec).as_string(conn)
     inserted = 0
-    with engine.db.adbc() as adbc, adbc.cursor() as cur:
+    with db.adbc(f"restore {spec.qualified}") as adbc, adbc.cursor() as cur:
         if data is not None and data.num_rows:
             staged = insert if insert is not None else _drop_partition_columns(data)
             cur.execute(f"DROP TABLE IF EXISTS pg_temp.{_STAGE}")

@@ -10,20 +10,22 @@ it is written straight to its key. S3 credentials come from the usual AWS source
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import io
 import logging
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pyarrow.fs as pafs
 
+from agts._files import fsync_path
 from agts.config import ArchiveConfig
-from agts.errors import ConfigError, StorageError
+from agts.errors import ArchiveError, ConfigError
 
 __all__ = ["ArchiveStore", "HashingWriter"]
 
@@ -139,23 +141,25 @@ class ArchiveStore:
             with self._errors("write", relative):
                 raw.close()
             return
-        os.makedirs(parent, exist_ok=True)
-        temp = f"{parent}/.{final.rpartition('/')[2]}.{uuid.uuid4().hex[:8]}.tmp"
-        try:
-            with open(temp, "wb") as handle:
-                # Held while the file is written: remove_stray_temp_files() leaves it alone. The
-                # kernel drops the lock when the process dies, so a killed writer's file is stray.
-                fcntl.flock(handle, fcntl.LOCK_EX)
-                writer = HashingWriter(handle)
-                yield writer
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, final)
-            _fsync_dir(parent)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            raise
+        with self._errors("write", relative):
+            os.makedirs(parent, exist_ok=True)
+            temp = f"{parent}/.{final.rpartition('/')[2]}.{uuid.uuid4().hex[:8]}.tmp"
+            try:
+                with open(temp, "wb") as handle:
+                    # Held while the file is written: remove_stray_temp_files() leaves it alone.
+                    # The kernel drops the lock when the process dies: a killed writer's file is
+                    # stray.
+                    fcntl.flock(handle, fcntl.LOCK_EX)
+                    writer = HashingWriter(handle)
+                    yield writer
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(temp, final)
+                fsync_path(parent)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(temp)
+                raise
 
     def write_bytes(self, relative: str, data: bytes) -> None:
         """Write a small file atomically (the manifest)."""
@@ -218,27 +222,15 @@ class ArchiveStore:
 
     @contextlib.contextmanager
     def _errors(self, action: str, relative: str) -> Iterator[None]:
+        """File faults as :class:`ArchiveError` naming the file; ``FileNotFoundError`` passes
+        (callers that expect a missing file catch it)."""
         try:
             yield
         except FileNotFoundError:
             raise
         except OSError as exc:
-            raise StorageError(
-                f"cannot {action} {self.uri(relative)!r} in the archive: {exc}",
-                transient=True) from exc
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def call_quietly(func: Callable[[], Any]) -> None:
-    """Run a cleanup step, logging (not raising) what goes wrong."""
-    try:
-        func()
-    except Exception:
-        log.warning("cleanup step failed", exc_info=True)
+            full = exc.errno == errno.ENOSPC
+            raise ArchiveError(
+                f"cannot {action} {self.uri(relative)!r} in the archive: "
+                f"{exc.strerror or exc}{' (the archive root is full)' if full else ''}",
+                path=self.uri(relative), transient=full or None) from exc

@@ -9,7 +9,6 @@ denormalized as the seed's ``metrics`` (``timestamp, metric_name, value, labels`
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -17,7 +16,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg import sql
 
-from agts.errors import ConfigError
+from agts.errors import ValidationError
 
 __all__ = [
     "METRICS",
@@ -29,8 +28,6 @@ __all__ = [
     "resolve",
     "table_specs",
 ]
-
-log = logging.getLogger(__name__)
 
 #: Version of the Parquet layout agts writes; recorded per file, bumped when the layout changes.
 SCHEMA_VERSION = 1
@@ -175,15 +172,17 @@ def resolve(conn: psycopg.Connection[Any], table: str) -> TableSpec:
 
     Raises
     ------
-    ConfigError
+    ValidationError
         No such hypertable; the message lists the known names.
     """
+    if not isinstance(table, str) or not table or "\x00" in table:
+        raise ValidationError(f"table must be a table name, got {table!r}")
     schema, _, bare = table.rpartition(".")
     specs = table_specs(conn, schema=schema or "agts")
     for spec in specs.values():
         if bare in (spec.name, spec.table):
             return spec
-    raise ConfigError(
+    raise ValidationError(
         f"table must be one of {sorted(specs)!r} (or a hypertable name), got {table!r}")
 
 

@@ -9,7 +9,7 @@ from dataclasses import asdict
 from typing import Any
 
 from agts._engine import connect
-from agts.cli._common import add_json_flag, config_from_args, print_json
+from agts.cli._common import add_json_flag, config_from_args, print_json, usage_errors
 from agts.cli._demo_job import DEFAULT_ARCHIVE_DIR, DemoOptions, DemoSummary, run_demo
 from agts.db import create_database
 
@@ -38,7 +38,8 @@ def register(sub: Any) -> None:
             "It archives and drops data, so it runs only in a database of its own on the "
             f"configured server: {DEMO_DATABASE} (or --database NAME), which it creates and marks; "
             "it refuses a database it did not make. The Parquet "
-            f"files go to --archive-root, else archive.root, else ./{DEFAULT_ARCHIVE_DIR}."
+            f"files go to --archive-root, else ./{DEFAULT_ARCHIVE_DIR} (never archive.root: that "
+            "is your database's cold tier)."
         ),
         epilog="Examples:\n  agts demo                          # 1M points, seed 0\n"
                "  agts demo --seed 1 --points 200000 # another (smaller) day\n"
@@ -58,8 +59,8 @@ def register(sub: Any) -> None:
                              f"marked) if missing; an unmarked one is refused (default "
                              f"{DEMO_DATABASE})")
     parser.add_argument("--archive-root", metavar="DIR",
-                        help=f"cold tier root: a directory or s3://bucket/prefix (default: "
-                             f"archive.root, else ./{DEFAULT_ARCHIVE_DIR})")
+                        help=f"cold tier root: a directory or s3://bucket/prefix of the demo's "
+                             f"own (default ./{DEFAULT_ARCHIVE_DIR})")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="no progress bars or step lines, only the summary")
     add_json_flag(parser)
@@ -83,7 +84,9 @@ def _seed(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = create_database(args.database, config_from_args(args), mark=DEMO_MARK)
+    config = config_from_args(args)
+    with usage_errors("--database"):  # a name that is no name, or a database it did not make
+        config = create_database(args.database, config, mark=DEMO_MARK)
     quiet = args.quiet or args.json
     options = DemoOptions(seed=args.seed, points=args.points, orders=args.orders,
                           archive_root=args.archive_root, progress=False if quiet else None)

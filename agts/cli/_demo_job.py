@@ -34,8 +34,9 @@ log = logging.getLogger(__name__)
 
 #: The first demo day (seed 0); seed S is S days later.
 FIRST_DAY = datetime(2026, 1, 1, 12, tzinfo=UTC)
-#: Where the cold tier goes when neither ``--archive-root`` nor ``archive.root`` is set.
-DEFAULT_ARCHIVE_DIR = "agts-archive"
+#: Where the cold tier goes without ``--archive-root``. Never ``archive.root``: the configured root
+#: belongs to the user's own database, and the demo's files (and manifest) would land among theirs.
+DEFAULT_ARCHIVE_DIR = "agts-demo-archive"
 _BATCH = 100_000
 _NAMESPACE = uuid.UUID("5b0c8f9e-3c1a-4f7e-9a56-0d1e2f3a4b5c")
 _TABLES = ("market_quotes", "risk_decisions", "orders", "order_events", "fills",
@@ -81,8 +82,8 @@ def day_start(seed: int) -> datetime:
 
 
 def archive_root(engine: StorageEngine, given: str | None) -> str:
-    """``--archive-root``, else ``archive.root``, else ``./agts-archive`` (made absolute)."""
-    root = given or engine.config.archive.root or DEFAULT_ARCHIVE_DIR
+    """``--archive-root``, else ``./agts-demo-archive`` (made absolute)."""
+    root = given or DEFAULT_ARCHIVE_DIR
     if root.startswith("s3://"):
         return root
     return str(Path(root).expanduser().resolve())

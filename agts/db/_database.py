@@ -3,6 +3,13 @@
 :class:`Database` opens both lazily except for one probe connection at construction, which fails
 fast (within ``connection_timeout_sec``) with a :class:`~agts.errors.ConnectError` that names host
 and port but never the password. It also reads the server's capabilities (:class:`ServerInfo`).
+
+It is agts' one error boundary for the drivers: a psycopg or ADBC exception that leaves a
+:meth:`Database.connection` or :meth:`Database.adbc` block becomes a
+:class:`~agts.errors.StorageError` subclass (by SQLSTATE, transient flag kept, the original as
+``__cause__``; see :func:`agts.errors.translate`) saying what agts was doing (``action=``). Code
+inside a block may still catch a driver exception it expects (a unique violation it handles, a
+lock it does not get); nothing else in agts translates driver errors.
 """
 
 from __future__ import annotations
@@ -15,9 +22,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import psycopg
+import pyarrow as pa
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from agts.config import DatabaseConfig
+from agts.db._conninfo import conninfo
 from agts.errors import ConnectError, EditionError, StorageError, translate
 
 __all__ = ["Database", "Edition", "ServerInfo"]
@@ -85,7 +94,7 @@ class Database:
 
     def __init__(self, config: DatabaseConfig) -> None:
         self.config = config
-        self._conninfo = config.conninfo()
+        self._conninfo = conninfo(config)
         self.server = self._probe()
         self._pool = ConnectionPool(
             self._conninfo,
@@ -131,8 +140,15 @@ class Database:
     # -- psycopg (control plane) -------------------------------------------------------------
 
     @contextmanager
-    def connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled psycopg connection; the block runs in a transaction committed on success."""
+    def connection(self, action: str = "query the database") -> Iterator[psycopg.Connection[Any]]:
+        """A pooled psycopg connection; the block runs in a transaction committed on success.
+
+        Raises
+        ------
+        StorageError
+            A driver error in the block (translated; ``action`` says what failed), or
+            :class:`~agts.errors.ConnectError` when no connection is available in time.
+        """
         try:
             with self._pool.connection() as conn:
                 yield conn
@@ -141,11 +157,14 @@ class Database:
                 f"no database connection available from {self.config.describe()} within "
                 f"{self.config.connection_timeout_sec:g}s (pool of {self.config.max_connections})"
             ) from exc
+        except psycopg.Error as exc:
+            raise translate(exc, action=action) from exc
 
     @contextmanager
-    def exclusive(self, name: str, *, wait: bool = False) -> Iterator[bool]:
-        """Hold agts' maintenance lock ``name`` for the block; yields False, without waiting,
-        when another session holds it (unless ``wait``).
+    def exclusive(self, name: str, *, wait: bool | float = False) -> Iterator[bool]:
+        """Hold agts' maintenance lock ``name`` for the block; yields False when another session
+        holds it: at once (``wait=False``), after ``wait`` seconds (a number), or never
+        (``wait=True``: it waits as long as it takes).
 
         The lock is the row ``name`` of ``agts.locks`` held ``FOR UPDATE`` by a transaction of
         its own, open for the block: only roles that may update agts' tables can take it (a
@@ -158,7 +177,10 @@ class Database:
                 conn.execute("INSERT INTO agts.locks (name) VALUES (%s) ON CONFLICT DO NOTHING",
                              [name])
                 conn.commit()
-                nowait = "" if wait else " NOWAIT"
+                if wait is not True:
+                    ms = max(1, int(float(wait) * 1000)) if wait else 0
+                    conn.execute(f"SET LOCAL lock_timeout = {ms}" if ms else "SELECT 1")
+                nowait = " NOWAIT" if wait is False else ""
                 conn.execute("SELECT name FROM agts.locks WHERE name = %s FOR UPDATE" + nowait,
                              [name])
             except psycopg.errors.LockNotAvailable:
@@ -175,11 +197,17 @@ class Database:
     # -- ADBC (bulk data) --------------------------------------------------------------------
 
     @contextmanager
-    def adbc(self) -> Iterator[Any]:
+    def adbc(self, action: str = "query the database") -> Iterator[Any]:
         """An ADBC DBAPI connection (autocommit off) for Arrow in and out.
 
         The block must commit what it writes; on an exception the connection is rolled back and
         discarded, so a half-done COPY never leaks into the next user.
+
+        Raises
+        ------
+        StorageError
+            A driver error in the block (translated; ``action`` says what failed), or
+            :class:`~agts.errors.ConnectError` when no connection can be opened.
         """
         conn = None
         with self._adbc_lock:
@@ -189,8 +217,10 @@ class Database:
             conn = self._adbc_connect()
         try:
             yield conn
-        except BaseException:
+        except BaseException as exc:
             _close_quietly(conn)
+            if _is_driver_error(exc):
+                raise translate(exc, action=action) from exc
             raise
         else:
             try:
@@ -203,6 +233,17 @@ class Database:
                     self._adbc_idle.append(conn)
                     return
             _close_quietly(conn)
+
+    def fetch_arrow(self, query: str, params: Any = (), *, action: str) -> pa.Table:
+        """The whole result of one SELECT as Arrow, on a pooled ADBC connection.
+
+        ``query`` holds ``$n`` placeholders for ``params`` (or none: an unparameterized SELECT is
+        read by ADBC as a binary COPY, the fastest path); it is built from agts' own constants.
+        """
+        with self.adbc(action) as conn, conn.cursor() as cur:
+            cur.execute(query, parameters=tuple(params) or None)
+            table: pa.Table = cur.fetch_arrow_table()
+        return table
 
     def _adbc_connect(self) -> Any:
         import adbc_driver_postgresql.dbapi as adbc_dbapi
@@ -264,6 +305,13 @@ def _server_info(conn: psycopg.Connection[Any]) -> ServerInfo:
         database=str(database),
         user=str(user),
     )
+
+
+def _is_driver_error(exc: BaseException) -> bool:
+    """A psycopg or ADBC exception (every ADBC DB-API error is an ``adbc_driver_manager.Error``)."""
+    import adbc_driver_manager
+
+    return isinstance(exc, psycopg.Error | adbc_driver_manager.Error)
 
 
 def _close_quietly(conn: Any) -> None:

@@ -278,10 +278,11 @@ def _ensure_database() -> None:
     import psycopg
 
     from agts.config import DatabaseConfig
+    from agts.db._conninfo import conninfo
 
     cfg = DatabaseConfig(database="postgres", port=local_port(), password=local_password())
     try:
-        with psycopg.connect(cfg.conninfo(), autocommit=True) as conn:
+        with psycopg.connect(conninfo(cfg), autocommit=True) as conn:
             exists = conn.execute(
                 "SELECT 1 FROM pg_database WHERE datname = %s", (LOCAL_DATABASE,)
             ).fetchone()

@@ -18,7 +18,8 @@ import psycopg
 from psycopg import sql
 
 from agts.config import StorageConfig
-from agts.errors import ConfigError, translate
+from agts.db._conninfo import conninfo
+from agts.errors import ConfigError, ValidationError, translate
 
 __all__ = ["TemporaryDatabase", "create_database", "temporary_database"]
 
@@ -29,7 +30,7 @@ _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 def _checked(name: str, what: str) -> str:
     if not isinstance(name, str) or not _NAME.match(name):
-        raise ConfigError(
+        raise ValidationError(
             f"{what} must be 1-63 lower-case letters, digits and underscores, starting with a "
             f"letter or underscore, got {name!r}")
     return name
@@ -42,9 +43,9 @@ def _config(config: StorageConfig | None) -> StorageConfig:
 def _maintenance(config: StorageConfig, action: str) -> psycopg.Connection[Any]:
     last: psycopg.Error | None = None
     for database in ("postgres", "template1"):
-        conninfo = config.with_overrides(database={"database": database}).database.conninfo()
+        info = conninfo(config.with_overrides(database={"database": database}).database)
         try:
-            return psycopg.connect(conninfo, autocommit=True,
+            return psycopg.connect(info, autocommit=True,
                                    connect_timeout=int(config.database.connection_timeout_sec))
         except psycopg.Error as exc:
             last = exc
@@ -70,8 +71,10 @@ def create_database(name: str, config: StorageConfig | None = None, *,
 
     Raises
     ------
+    ValidationError
+        ``name`` is not a plain lower-case name.
     ConfigError
-        ``name`` is not a plain lower-case name, or (``mark``) the database exists without it.
+        (``mark``) the database exists without the mark.
     StorageError
         The server refused (for example, the login may not create databases).
     """
@@ -168,7 +171,7 @@ def temporary_database(config: StorageConfig | None = None, *,
 
     Raises
     ------
-    ConfigError
+    ValidationError
         A bad prefix.
     StorageError
         The server refused (for example, the login may not create databases).

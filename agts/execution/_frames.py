@@ -7,8 +7,8 @@ float64, text; jsonb as JSON text), then every rule of
 
 Timestamps follow the shared rule of :func:`agts._arrow.utc_series`: naive values are taken to be
 UTC (never shifted by the local time zone), aware values are converted to UTC, precision is
-microseconds (PostgreSQL's; finer digits are truncated), values outside the range a hypertable
-can hold (4714-11-24 BC to 294247-01-01 AD) are refused.
+microseconds (PostgreSQL's; finer digits are truncated), values outside 0002-01-01 to 9998-12-31
+UTC are refused.
 """
 
 from __future__ import annotations
@@ -17,17 +17,18 @@ import dataclasses
 import json
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import date
 from typing import Any
 
 import polars as pl
 import pyarrow as pa
 
-from agts._arrow import utc_series
+from agts._args import to_utc
+from agts._arrow import unique_columns, utc_series
 from agts.errors import ConstraintError, ValidationError
 from agts.execution._schema import Column, TableSpec
 
-__all__ = ["to_arrow", "to_polars", "utc"]
+__all__ = ["to_arrow", "to_polars"]
 
 _UUID = r"^(?i)[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$"
 _ARROW: dict[str, pa.DataType] = {
@@ -36,26 +37,19 @@ _ARROW: dict[str, pa.DataType] = {
 }
 
 
-def utc(value: datetime, *, name: str) -> datetime:
-    """``value`` as an aware UTC datetime; a naive one is taken to be UTC."""
-    if not isinstance(value, datetime):
-        raise ValidationError(f"{name} must be a datetime, got {value!r}", column=name)
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:
-        raise ValidationError(f"{name} {value!r} is outside the range of UTC datetimes",
-                              column=name) from None
-
-
 def _plain(value: Any) -> Any:
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, dict | list):
-        return json.dumps(value, sort_keys=True)
-    if isinstance(value, datetime):  # records may mix naive, UTC and other offsets
-        return utc(value, name="timestamp")
+        try:
+            return json.dumps(value, sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError) as exc:  # an object, NaN or an infinity: not JSON
+            raise ValidationError(f"details must be JSON (objects, lists, strings, finite numbers, "
+                                  f"booleans, null), got {value!r}: {exc}",
+                                  column="details") from None
+    if isinstance(value, date) or type(value).__name__ == "datetime64":
+        # records may mix naive, UTC and other offsets (and dates, numpy datetimes)
+        return to_utc(value, name="timestamp")
     return value
 
 
@@ -64,10 +58,12 @@ def to_polars(data: Any, *, noun: str) -> pl.DataFrame:
     if isinstance(data, pl.DataFrame):
         return data
     if isinstance(data, pa.Table | pa.RecordBatch):
+        unique_columns(data.schema.names, what=f"{noun} data")
         frame = pl.from_arrow(data)
         assert isinstance(frame, pl.DataFrame)
         return frame
     if type(data).__module__.startswith("pandas"):
+        unique_columns(data.columns, what=f"{noun} data")
         return pl.from_pandas(data)
     if isinstance(data, Sequence) and not isinstance(data, str | bytes):
         if not all(dataclasses.is_dataclass(r) and not isinstance(r, type) for r in data):
@@ -110,11 +106,53 @@ def _cast(frame: pl.DataFrame, col: Column) -> pl.Expr:
     elif col.type == "text" and (
             dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum)):
         return expr.cast(pl.String).alias(name)
-    wanted = {"uuid": "UUID text or 16-byte binary", "timestamptz": "a datetime",
+    wanted = {"uuid": "UUID text or 16-byte binary",
+              "timestamptz": "datetimes, dates or ISO 8601 text",
               "float8": "a number", "text": "a string", "jsonb": "JSON text or a struct"}
     raise ValidationError(
         f"column {name!r} must hold {wanted[col.type]}, got dtype {dtype}", column=name
     )
+
+
+def _times(values: pl.Series, *, column: str) -> pl.Series:
+    """Timestamps given as text (ISO 8601), dates or objects, by the rules of
+    :func:`agts._args.to_utc` (the same as every other time argument)."""
+    if values.dtype == pl.Date:
+        return values.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    if values.dtype not in (pl.String, pl.Object):
+        return values  # refused with the column's dtype by _cast
+    out = [None if v is None else to_utc(v, name=column) for v in values.to_list()]
+    return pl.Series(column, out, dtype=pl.Datetime("us", "UTC"))
+
+
+def _check_text(frame: pl.DataFrame, col: Column, spec: TableSpec) -> None:
+    """PostgreSQL text cannot hold NUL, nor jsonb NaN/Infinity or the escape \\u0000: refused
+    here, naming the row, instead of failing the whole batch in the server."""
+    if col.type == "text":
+        hit = _first(frame, pl.col(col.name).str.contains("\x00", literal=True), col.name)
+        if hit:
+            raise ValidationError(
+                f"{spec.noun} column {col.name!r} row {hit[0]}: contains a NUL character "
+                f"(PostgreSQL text cannot), got {hit[1]!r}", column=col.name, row=hit[0])
+    elif col.type == "jsonb":
+        texts = frame.get_column(col.name)
+        for row, text in enumerate(texts.to_list()):
+            if text is None:
+                continue
+            try:
+                json.loads(text, parse_constant=_no_constant)
+            except ValueError as exc:
+                raise ValidationError(
+                    f"{spec.noun} column {col.name!r} row {row}: not JSON that PostgreSQL's jsonb "
+                    f"takes ({exc}), got {text[:200]!r}", column=col.name, row=row) from None
+            if "\\u0000" in text:
+                raise ValidationError(
+                    f"{spec.noun} column {col.name!r} row {row}: holds the escape \\u0000, which "
+                    "jsonb cannot store", column=col.name, row=row)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _first(frame: pl.DataFrame, mask: pl.Expr, column: str) -> tuple[int, Any] | None:
@@ -153,11 +191,16 @@ def to_arrow(data: Any, spec: TableSpec) -> pa.Table:
     frame = frame.with_columns(
         pl.lit(None).alias(c.name) for c in spec.columns if c.name not in frame.columns
     )
+    frame = frame.with_columns(
+        _times(frame[c.name], column=c.name) for c in spec.columns
+        if c.type == "timestamptz" and not isinstance(frame.schema[c.name], pl.Datetime | pl.Null))
     frame = frame.select(_cast(frame, c) for c in spec.columns)
     frame = frame.with_columns(
         utc_series(frame[c.name], column=c.name) for c in spec.columns if c.type == "timestamptz")
     if spec.kind == "market_quotes":
         frame = frame.with_columns(mid=pl.coalesce("mid", (pl.col("bid") + pl.col("ask")) / 2))
+    for col in spec.columns:
+        _check_text(frame, col, spec)
     for col in spec.columns:
         if col.type == "uuid":
             hit = _first(frame, ~pl.col(col.name).str.contains(_UUID), col.name)

@@ -10,6 +10,8 @@ from typing import Any
 
 import polars as pl
 
+from agts._args import TimeLike
+
 __all__ = [
     "Fill", "Order", "OrderFilters", "OrderHistory", "OrderState", "PositionSnapshot",
     "RiskDecision",
@@ -23,11 +25,12 @@ class Order:
     ``status`` is the status it was stored with (usually ``"new"``); later changes are lifecycle
     events (:meth:`ExecutionStore.update_order_status`). ``side`` is ``"buy"`` or ``"sell"``;
     ``order_type`` one of ``market, limit, stop, stop_limit, take_profit, take_profit_limit``;
-    ``price`` is required for the limit types. Naive timestamps are taken to be UTC.
+    ``price`` is required for the limit types. ``timestamp`` follows the rules of every time
+    argument: a datetime (naive = UTC), a date, an ISO 8601 string or a numpy.datetime64.
     """
 
     id: uuid.UUID | str
-    timestamp: datetime
+    timestamp: TimeLike
     venue: str
     market: str
     side: str
@@ -43,7 +46,7 @@ class Fill:
     """An execution of (part of) an order. ``fee`` is non-negative, in ``fee_currency``."""
 
     id: uuid.UUID | str
-    timestamp: datetime
+    timestamp: TimeLike
     order_id: uuid.UUID | str
     venue: str
     market: str
@@ -58,7 +61,7 @@ class Fill:
 class PositionSnapshot:
     """A position as the bot saw it: signed ``size`` (negative = short), in base units."""
 
-    timestamp: datetime
+    timestamp: TimeLike
     market: str
     size: float
     avg_entry_price: float
@@ -75,7 +78,7 @@ class RiskDecision:
     """
 
     id: uuid.UUID | str
-    timestamp: datetime
+    timestamp: TimeLike
     policy: str
     decision: str
     reason: str | None = None

@@ -7,16 +7,15 @@ are half-open, ``start <= timestamp < end``, in UTC; rows come back oldest first
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 import polars as pl
 
+from agts._args import check_range
 from agts.db._database import Database
-from agts.errors import QueryError, ValidationError, translate
-from agts.execution._frames import utc
+from agts.errors import QueryError, ValidationError
 
-__all__ = ["Select", "fetch", "window"]
+__all__ = ["Select", "fetch", "placed_orders", "window"]
 
 ORDER_COLUMNS = ("id::text AS id, timestamp, venue, market, side, order_type, price, size, status, "
                  "client_order_id, status_time, filled_size, avg_fill_price, fill_count")
@@ -26,7 +25,14 @@ EVENT_COLUMNS = "timestamp, order_id::text AS order_id, status, filled_size, rea
 POSITION_COLUMNS = "timestamp, market, size, avg_entry_price, unrealized_pnl, realized_pnl"
 RISK_COLUMNS = ("id::text AS id, timestamp, policy, decision, reason, details::text AS details, "
                 "market, order_id::text AS order_id")
+PLACED_COLUMNS = ("id::text AS id, timestamp, venue, market, side, order_type, price, size, "
+                  "status, client_order_id")
 QUOTE_COLUMNS = "timestamp, venue, market, bid, ask, mid"
+
+
+def placed_orders(ids: list[str]) -> Select:
+    """``agts.orders`` rows (the orders as placed, the columns of :class:`agts.Order`) of ``ids``."""
+    return Select(PLACED_COLUMNS, "agts.orders").add("id = ANY({}::uuid[])", ids)
 
 
 class Select:
@@ -63,24 +69,15 @@ class Select:
         return f"SELECT {self.columns} FROM {self.relation} WHERE {where} ORDER BY {order_by}"
 
 
-def window(select: Select, start: datetime, end: datetime) -> Select:
-    """Restrict to ``start <= timestamp < end``."""
-    start_utc, end_utc = utc(start, name="start"), utc(end, name="end")
-    if end_utc < start_utc:
-        raise ValidationError(f"end must not be before start, got start={start_utc.isoformat()!r} "
-                              f"end={end_utc.isoformat()!r}", column="end")
+def window(select: Select, start: Any, end: Any) -> Select:
+    """Restrict to ``start <= timestamp < end`` (times by the rules of :mod:`agts._args`)."""
+    start_utc, end_utc = check_range(start, end)
     return select.add("timestamp >= {}", start_utc).add("timestamp < {}", end_utc)
 
 
 def fetch(db: Database, select: Select, *, order_by: str, action: str) -> pl.DataFrame:
     """Run ``select`` through a pooled ADBC connection and return a frame."""
-    try:
-        with db.adbc() as conn, conn.cursor() as cur:
-            cur.execute(select.sql(order_by), parameters=tuple(select.params) or None)
-            table = cur.fetch_arrow_table()
-    except Exception as exc:
-        raise translate(exc, action=action) from exc
-    frame = pl.from_arrow(table)
+    frame = pl.from_arrow(db.fetch_arrow(select.sql(order_by), select.params, action=action))
     if not isinstance(frame, pl.DataFrame):  # pragma: no cover - a table always gives a frame
         raise QueryError(f"{action} returned no table")
     return frame

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import logging
 import uuid
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Protocol
 
 import polars as pl
 
-from agts.archive import _tiers_execution as _tiers
+from agts._args import Tiers, TimeLike, check_tiers, to_utc
+from agts.archive import ColdTier
+from agts.db._database import Database
 from agts.errors import QueryError, ValidationError
 from agts.execution import _queries as q
-from agts.execution._frames import to_arrow, utc
+from agts.execution import _tiers
+from agts.execution._frames import to_arrow
 from agts.execution._models import (
     Fill,
     Order,
@@ -25,20 +26,16 @@ from agts.execution._models import (
 from agts.execution._schema import SPECS
 from agts.execution._write import write
 
-Tiers = Literal["hot", "cold", "all"]
+__all__ = ["EngineParts", "ExecutionStore"]
 
-if TYPE_CHECKING:
-    from agts._engine import StorageEngine
+class EngineParts(Protocol):
+    """What an :class:`ExecutionStore` takes from its engine (an :class:`agts.StorageEngine`)."""
 
-__all__ = ["ExecutionStore"]
+    @property
+    def db(self) -> Database: ...
 
-log = logging.getLogger(__name__)
-
-
-def _check_tiers(tiers: Any) -> None:
-    from agts.archive._tiers import check_tiers
-
-    check_tiers(tiers)
+    @property
+    def cold_tier(self) -> ColdTier: ...
 
 
 def _uuid_text(value: uuid.UUID | str, *, name: str) -> str:
@@ -71,9 +68,10 @@ class ExecutionStore:
     ...     status="new", client_order_id="cl-1"))
     """
 
-    def __init__(self, engine: StorageEngine) -> None:
+    def __init__(self, engine: EngineParts) -> None:
         self.engine = engine
         self._db = engine.db
+        self._cold = engine.cold_tier
 
     def __repr__(self) -> str:
         return f"ExecutionStore({self.engine!r})"
@@ -121,7 +119,7 @@ class ExecutionStore:
         return write(self._db, spec, to_arrow(quotes, spec))
 
     def update_order_status(
-        self, order_id: uuid.UUID | str, status: str, timestamp: datetime, *,
+        self, order_id: uuid.UUID | str, status: str, timestamp: TimeLike, *,
         filled_size: float | None = None, reason: str | None = None,
     ) -> bool:
         """Record a status change of a stored order (a lifecycle event); True if it was new.
@@ -137,7 +135,7 @@ class ExecutionStore:
             The same event (order, timestamp, status) is stored with another reason/filled size.
         """
         frame = pl.DataFrame({
-            "timestamp": [utc(timestamp, name="timestamp")],
+            "timestamp": [to_utc(timestamp, name="timestamp")],
             "order_id": [_uuid_text(order_id, name="order_id")],
             "status": [status], "filled_size": [filled_size], "reason": [reason],
         }, schema_overrides={"filled_size": pl.Float64, "reason": pl.String})
@@ -150,7 +148,7 @@ class ExecutionStore:
 
     # -- queries -----------------------------------------------------------------------------
 
-    def query_orders(self, start: datetime, end: datetime,
+    def query_orders(self, start: TimeLike, end: TimeLike,
                      filters: OrderFilters | None = None, *, tiers: Tiers = "hot") -> pl.DataFrame:
         """Orders placed in ``[start, end)``, with their current state, oldest first.
 
@@ -166,7 +164,7 @@ class ExecutionStore:
         the same columns, dtypes, filters and order. An order's state counts its events and
         fills in both tiers.
         """
-        _check_tiers(tiers)
+        check_tiers(tiers)
         if filters is not None and not isinstance(filters, OrderFilters):
             raise ValidationError(
                 f"filters must be an agts.OrderFilters, got {type(filters).__name__} {filters!r}")
@@ -178,12 +176,12 @@ class ExecutionStore:
             select.any_of(column, getattr(f, column))
         return q.fetch(self._db, select, order_by="timestamp, id", action="query orders")
 
-    def query_fills(self, start: datetime, end: datetime, *,
+    def query_fills(self, start: TimeLike, end: TimeLike, *,
                     market: str | list[str] | None = None, venue: str | list[str] | None = None,
                     order_id: uuid.UUID | str | None = None,
                     tiers: Tiers = "hot") -> pl.DataFrame:
         """Fills in ``[start, end)``, oldest first (the columns of :class:`Fill`)."""
-        _check_tiers(tiers)
+        check_tiers(tiers)
         select = q.window(q.Select(q.FILL_COLUMNS, "agts.fills"), start, end)
         select.any_of("market", market).any_of("venue", venue)
         oid = None if order_id is None else _uuid_text(order_id, name="order_id")
@@ -196,10 +194,10 @@ class ExecutionStore:
                 order_by=("timestamp", "id"))
         return q.fetch(self._db, select, order_by="timestamp, id", action="query fills")
 
-    def query_positions(self, market: str, start: datetime, end: datetime, *,
+    def query_positions(self, market: str, start: TimeLike, end: TimeLike, *,
                         tiers: Tiers = "hot") -> pl.DataFrame:
         """Position snapshots of ``market`` in ``[start, end)``, oldest first."""
-        _check_tiers(tiers)
+        check_tiers(tiers)
         select = q.window(q.Select(q.POSITION_COLUMNS, "agts.position_snapshots"), start, end)
         select.any_of("market", market)
         if tiers != "hot":
@@ -208,13 +206,13 @@ class ExecutionStore:
                 filters={"market": market}, order_by=("timestamp",), action="query positions")
         return q.fetch(self._db, select, order_by="timestamp", action="query positions")
 
-    def query_risk_decisions(self, start: datetime, end: datetime, *,
+    def query_risk_decisions(self, start: TimeLike, end: TimeLike, *,
                              policy: str | list[str] | None = None,
                              decision: str | list[str] | None = None,
                              market: str | list[str] | None = None,
                              tiers: Tiers = "hot") -> pl.DataFrame:
         """Risk decisions in ``[start, end)``, oldest first; ``details`` is JSON text."""
-        _check_tiers(tiers)
+        check_tiers(tiers)
         select = q.window(q.Select(q.RISK_COLUMNS, "agts.risk_decisions"), start, end)
         select.any_of("policy", policy).any_of("decision", decision).any_of("market", market)
         if tiers != "hot":
@@ -225,14 +223,14 @@ class ExecutionStore:
         return q.fetch(self._db, select, order_by="timestamp, id",
                        action="query risk decisions")
 
-    def query_quotes(self, market: str | list[str], start: datetime, end: datetime, *,
+    def query_quotes(self, market: str | list[str], start: TimeLike, end: TimeLike, *,
                      venue: str | list[str] | None = None,
                      tiers: Tiers = "hot") -> pl.DataFrame:
         """Quotes of ``market`` in ``[start, end)``: ``timestamp, venue, market, bid, ask, mid``.
 
         Use it as the ``marks`` of :func:`agts.positions.from_fills` (``mark_column="mid"``).
         """
-        _check_tiers(tiers)
+        check_tiers(tiers)
         select = q.window(q.Select(q.QUOTE_COLUMNS, "agts.market_quotes"), start, end)
         select.any_of("market", market).any_of("venue", venue)
         if tiers != "hot":
@@ -267,10 +265,8 @@ class ExecutionStore:
         """The audit trail of one order: as placed, current state, status events and fills."""
         oid = _uuid_text(order_id, name="order_id")
         state = self.order_state(oid)
-        placed = q.fetch(self._db, q.Select(
-            "id::text AS id, timestamp, venue, market, side, order_type, price, size, status, "
-            "client_order_id", "agts.orders").add("id = {}::uuid", oid),
-            order_by="timestamp", action="read order").row(0, named=True)
+        placed = q.fetch(self._db, q.placed_orders([oid]), order_by="timestamp",
+                         action="read order").row(0, named=True)
         events = q.fetch(self._db, q.Select(q.EVENT_COLUMNS, "agts.order_events").add(
             "order_id = {}::uuid", oid), order_by="timestamp, status", action="read order events")
         fills = q.fetch(self._db, q.Select(q.FILL_COLUMNS, "agts.fills").add(

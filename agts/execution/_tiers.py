@@ -1,6 +1,6 @@
 """Hot ∪ cold for execution queries (``ExecutionStore.query_* (..., tiers=...)``).
 
-The hot part is the store's own statement; the cold part is :func:`agts.archive._cold.query_cold`
+The hot part is the store's own statement; the cold part is :meth:`agts.archive.ColdTier.query`
 (dropped units only) with the same filters applied in Polars, cast to the hot frame's dtypes. Rows
 of one timestamp always lie in one tier (chunks split by time), so the union is ordered by merging
 on ``timestamp``: hot rows keep the server's order, cold rows are sorted by the same keys (the
@@ -14,24 +14,19 @@ with the view's definitions; the status filter applies to that state.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from agts.archive._cold import query_cold
-from agts.archive._tiers import check_tiers
+from agts._args import check_range
 from agts.execution import _queries as q
-from agts.execution._frames import utc
 
 if TYPE_CHECKING:
     from agts.execution._store import ExecutionStore
 
-__all__ = ["check_tiers", "query_orders", "query_table"]
-
-log = logging.getLogger(__name__)
+__all__ = ["query_orders", "query_table"]
 
 _EVER = (datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC))
 
@@ -67,14 +62,13 @@ def _merge(hot: pl.DataFrame, cold: pl.DataFrame, order_by: Sequence[str]) -> pl
 
 
 def query_table(
-    store: ExecutionStore, table: str, select: q.Select, *, start: datetime, end: datetime,
+    store: ExecutionStore, table: str, select: q.Select, *, start: Any, end: Any,
     filters: Mapping[str, Any], order_by: Sequence[str], tiers: str, action: str,
 ) -> pl.DataFrame:
     """``select`` (the hot statement, window and filters applied) on the tiers asked for, with the
     same window and ``filters`` (column → value or values) applied to the cold rows."""
     hot = _hot(store, select, tiers, ", ".join(order_by), action)
-    cold = _filtered(query_cold(store.engine, table, utc(start, name="start"),
-                                utc(end, name="end")), filters)
+    cold = _filtered(store._cold.query(table, *check_range(start, end)), filters)
     return _merge(hot, cold, order_by)
 
 
@@ -82,7 +76,7 @@ def _by_ids(store: ExecutionStore, table: str, columns: str, ids: list[str]) -> 
     """Rows of ``table`` whose ``order_id`` is in ``ids``, from both tiers (columns as hot)."""
     select = q.Select(columns, f"agts.{table}").add("order_id = ANY({}::uuid[])", ids)
     hot = q.fetch(store._db, select, order_by="timestamp", action=f"read {table} of orders")
-    cold = query_cold(store.engine, table, *_EVER).filter(pl.col("order_id").is_in(ids))
+    cold = store._cold.query(table, *_EVER).filter(pl.col("order_id").is_in(ids))
     return pl.concat([hot, _like(cold, hot)])
 
 
@@ -109,7 +103,7 @@ def _state(store: ExecutionStore, placed: pl.DataFrame, columns: list[str],
     return state.select([pl.col(c).cast(schema[c]) for c in columns])
 
 
-def query_orders(store: ExecutionStore, start: datetime, end: datetime, filters: Any, *,
+def query_orders(store: ExecutionStore, start: Any, end: Any, filters: Any, *,
                  tiers: str) -> pl.DataFrame:
     """:meth:`ExecutionStore.query_orders` on ``tiers`` ``"cold"`` or ``"all"``."""
     names = ("venue", "market", "side", "client_order_id", "order_type")
@@ -119,21 +113,18 @@ def query_orders(store: ExecutionStore, start: datetime, end: datetime, filters:
         select.any_of(column, value)
     hot = _hot(store, select, tiers, "timestamp, id", "query orders")
     columns, schema = hot.columns, hot.schema
-    cold = _filtered(query_cold(store.engine, "orders", utc(start, name="start"),
-                                utc(end, name="end")), wanted)
+    cold = _filtered(store._cold.query("orders", *check_range(start, end)), wanted)
     # Hot orders whose events or fills were archived: their view state misses those rows.
     stale: set[str] = set()
     if not hot.is_empty():
         hot_ids = hot.get_column("id").to_list()
         for table in ("order_events", "fills"):
-            archived = query_cold(store.engine, table, *_EVER).select("order_id")
+            archived = store._cold.query(table, *_EVER).select("order_id")
             stale.update(archived.filter(pl.col("order_id").is_in(hot_ids)).get_column(
                 "order_id").to_list())
     if stale:
-        placed = q.fetch(store._db, q.Select(
-            "id::text AS id, timestamp, venue, market, side, order_type, price, size, status, "
-            "client_order_id", "agts.orders").add("id = ANY({}::uuid[])", sorted(stale)),
-            order_by="timestamp, id", action="read orders")
+        placed = q.fetch(store._db, q.placed_orders(sorted(stale)), order_by="timestamp, id",
+                         action="read orders")
         hot = pl.concat([hot.filter(~pl.col("id").is_in(sorted(stale))),
                          _state(store, placed, columns, schema)]).sort(
             "timestamp", "id", maintain_order=True)

@@ -29,7 +29,7 @@ import pyarrow as pa
 from psycopg import sql
 
 from agts.db._database import Database
-from agts.errors import ConflictError, ConstraintError, StorageError, translate
+from agts.errors import ConflictError, ConstraintError, StorageError
 from agts.execution._schema import FILL_TOLERANCE, TERMINAL_STATUSES, TableSpec
 
 __all__ = ["write"]
@@ -102,7 +102,9 @@ def _insert(spec: TableSpec) -> str:
 
 
 _TERMINAL = sql.SQL(", ").join(sql.Literal(s) for s in TERMINAL_STATUSES)
-_LIMIT = f"(1 + {FILL_TOLERANCE!r})"  # size * _LIMIT: the most an order's fills may add up to
+#: ``size * _TOLERANCE``: how far fills may add up past an order's size (written as a difference,
+#: so an order as large as a double allows overflows nothing).
+_TOLERANCE = repr(FILL_TOLERANCE)
 
 # Kind-specific checks: (constraint, query). Each query returns at most one offending row.
 _CHECKS: dict[str, list[tuple[str, str]]] = {
@@ -134,7 +136,7 @@ _CHECKS: dict[str, list[tuple[str, str]]] = {
         ("order_events_filled_size_within_order", f"""
             SELECT n.order_id::text, n.status, n.filled_size, r.size
             FROM {_NEW} n JOIN agts.order_ids r ON r.id = n.order_id
-            WHERE n.filled_size > r.size * {_LIMIT} ORDER BY n.timestamp LIMIT 1"""),
+            WHERE n.filled_size - r.size > r.size * {_TOLERANCE} ORDER BY n.timestamp LIMIT 1"""),
         ("order_lifecycle", _render(sql.SQL("""
             SELECT n.order_id::text, n.status, n.timestamp::text, e.status, e.timestamp::text
             FROM {new} n JOIN LATERAL (
@@ -169,7 +171,7 @@ _FILLS_INSERT = f"""
     SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM upd)"""
 _OVERFILL = ("fills_within_order_size", f"""
     SELECT r.id::text, r.filled_size, r.size FROM agts.order_ids r
-    WHERE r.id IN (SELECT order_id FROM {_NEW}) AND r.filled_size > r.size * {_LIMIT}
+    WHERE r.id IN (SELECT order_id FROM {_NEW}) AND r.filled_size - r.size > r.size * {_TOLERANCE}
     LIMIT 1""")
 _ORDER_EVENTS_INSERT = f"""
     INSERT INTO agts.order_events (timestamp, order_id, status)
@@ -229,28 +231,22 @@ def write(db: Database, spec: TableSpec, table: pa.Table) -> int:
         return 0
     problem: StorageError | None = None
     inserted = 0
-    action = f"store {spec.kind}"
-    try:
-        with db.adbc() as conn:
-            with conn.cursor() as cur:
-                cur.adbc_ingest(_STAGE, table, mode="replace", temporary=True)
-                for statement in _jsonb_columns(spec):
-                    cur.execute(statement)
-                cur.execute(_lock(spec))
-                cur.fetchall()
-                problem = _find_problem(cur, spec, single=table.num_rows == 1)
-                if problem is None:
-                    inserted = _insert_all(cur, spec)
-                    problem = _check_after_insert(cur, spec)
-                cur.execute(f"DROP TABLE {_STAGE}")
+    with db.adbc(f"store {spec.kind}") as conn:
+        with conn.cursor() as cur:
+            cur.adbc_ingest(_STAGE, table, mode="replace", temporary=True)
+            for statement in _jsonb_columns(spec):
+                cur.execute(statement)
+            cur.execute(_lock(spec))
+            cur.fetchall()
+            problem = _find_problem(cur, spec, single=table.num_rows == 1)
             if problem is None:
-                conn.commit()
-            else:
-                conn.rollback()
-    except StorageError:
-        raise
-    except Exception as exc:
-        raise translate(exc, action=action) from exc
+                inserted = _insert_all(cur, spec)
+                problem = _check_after_insert(cur, spec)
+            cur.execute(f"DROP TABLE {_STAGE}")
+        if problem is None:
+            conn.commit()
+        else:
+            conn.rollback()
     if problem is not None:
         raise problem
     log.debug("stored %d new of %d %s rows", inserted, table.num_rows, spec.kind)

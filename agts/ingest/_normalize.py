@@ -123,12 +123,27 @@ def canonical_labels(labels: Any) -> str:
     if len(items) > MAX_LABELS:
         raise _LabelError(f"a label set may have at most {MAX_LABELS} labels, got {len(items)}")
     text = json.dumps(dict(sorted(items.items())), ensure_ascii=False, separators=(",", ":"))
-    if len(text.encode()) > MAX_LABELS_BYTES:
+    try:
+        size = len(text.encode())
+    except UnicodeEncodeError:
+        raise _LabelError("labels must be valid Unicode text (a lone surrogate cannot be "
+                          "stored)") from None
+    if size > MAX_LABELS_BYTES:
         raise _LabelError(
-            f"a label set may take at most {MAX_LABELS_BYTES} bytes as JSON, got "
-            f"{len(text.encode())}"
+            f"a label set may take at most {MAX_LABELS_BYTES} bytes as JSON, got {size}"
         )
     return text
+
+
+def _unicode(text: str) -> bool:
+    """Whether ``text`` can be encoded as UTF-8 (Python strings may hold lone surrogates)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def normalize(data: Any, *, on_error: OnError = "raise") -> Normalized:
@@ -144,18 +159,21 @@ def normalize(data: Any, *, on_error: OnError = "raise") -> Normalized:
         raise ValidationError(f"on_error must be one of {get_args(OnError)!r}, got {on_error!r}")
     if isinstance(data, MetricPoint):
         data = [data]
+    refused: dict[int, str] = {}
     if isinstance(data, Sequence) and not isinstance(data, str | bytes):
-        frame = _from_points(data)
+        frame = _from_points(data, refused)
     elif isinstance(data, pl.DataFrame | pl.LazyFrame):  # no round trip through Arrow
         frame = data.collect() if isinstance(data, pl.LazyFrame) else data
     else:
-        table = to_arrow_table(data)
+        table = to_arrow_table(data, what="metric points")
         frame = pl.from_arrow(table)  # type: ignore[assignment]
         assert isinstance(frame, pl.DataFrame)
-    return _validate(frame, on_error=on_error)
+    return _validate(frame, on_error=on_error, refused=refused)
 
 
-def _from_points(points: Sequence[Any]) -> pl.DataFrame:
+def _from_points(points: Sequence[Any], refused: dict[int, str]) -> pl.DataFrame:
+    """The points as a frame; rows no frame can hold (a name that is no Unicode text) get a
+    null in its place and their reason in ``refused``."""
     times: list[dt.datetime | None] = []
     names: list[Any] = []
     values: list[Any] = []
@@ -177,7 +195,11 @@ def _from_points(points: Sequence[Any]) -> pl.DataFrame:
                     f"column 'timestamp' row {i}: timestamp {ts!r} is outside the range of "
                     "UTC datetimes", column="timestamp", row=i) from None
         times.append(ts)
-        names.append(point.metric_name)
+        name: Any = point.metric_name
+        if isinstance(name, str) and not _unicode(name):
+            refused[i] = "metric_name: metric_name is not valid Unicode text (a lone surrogate)"
+            name = None
+        names.append(name)
         values.append(point.value)
         try:
             labels.append(canonical_labels(point.labels))
@@ -249,6 +271,8 @@ def _series_keys(
             error = f"metric_name: metric_name is longer than {MAX_NAME_LENGTH} characters"
         elif "\x00" in name:
             error = "metric_name: metric_name contains a NUL character (PostgreSQL text cannot)"
+        elif not _unicode(name):
+            error = "metric_name: metric_name is not valid Unicode text (a lone surrogate)"
         else:
             try:
                 parsed = json.loads(raw) if as_text and raw is not None else raw
@@ -265,7 +289,8 @@ def _series_keys(
     )
 
 
-def _validate(frame: pl.DataFrame, *, on_error: OnError) -> Normalized:
+def _validate(frame: pl.DataFrame, *, on_error: OnError,
+              refused: dict[int, str] | None = None) -> Normalized:
     _check_columns(frame)
     labels_type = frame.schema.get("labels")
     if isinstance(labels_type, pl.Null):
@@ -296,8 +321,7 @@ def _validate(frame: pl.DataFrame, *, on_error: OnError) -> Normalized:
         pl.when(pl.col("timestamp").is_null() & ~pl.col("_range_bad"))
         .then(pl.lit("timestamp: timestamp is null"))
         .when(pl.col("_range_bad"))
-        .then(pl.lit(f"timestamp: timestamp is outside the range TimescaleDB can store "
-                     f"({RANGE_TEXT})"))
+        .then(pl.lit(f"timestamp: timestamp is outside the range agts stores ({RANGE_TEXT})"))
         .when(pl.col("value").is_null()).then(pl.lit("value: value is null"))
         .when(pl.col("value").is_nan())
         .then(pl.lit("value: value is NaN (agts refuses NaN and infinities)"))
@@ -309,6 +333,8 @@ def _validate(frame: pl.DataFrame, *, on_error: OnError) -> Normalized:
         errors = work.select(pl.coalesce(series_error.alias("e"), row_error)).to_series()
     else:
         errors = work.select(row_error).to_series()
+    if refused:
+        errors = errors.scatter(list(refused), list(refused.values()))
     bad = errors.is_not_null()
     first = first_true(bad)
     if first is not None and on_error == "raise":

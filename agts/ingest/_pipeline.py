@@ -53,10 +53,18 @@ log = logging.getLogger(__name__)
 _ATTEMPTS = 3          # writes per batch before it is spooled
 _BACKOFF = 0.1         # first pause between attempts (doubles)
 _MAX_OUTAGE_PAUSE = 5.0
-_MAX_SPLITS = 64       # halvings of one refused batch while narrowing down the refused rows
+#: Halvings of one refused batch while narrowing down the refused rows: enough for every row of
+#: a batch of up to this many points, so only a large batch of mostly refused rows keeps good
+#: rows in failed/ (each halving costs a refused write, a round trip).
+_MAX_SPLITS = 4096
 #: SQLSTATE classes of refusals caused by some rows' values (data exception, integrity constraint,
 #: program limit such as an index row size): worth splitting the batch to keep the other rows.
 _ROW_CLASSES = ("22", "23", "54")
+#: ``query_canceled``: a statement timeout. Retrying the same batch times out again, so it is
+#: halved (smaller COPYs finish in time), up to :data:`_TIMEOUT_SPLITS` times; what still times out
+#: is spooled like a batch the database did not take (a lock held elsewhere, a busy server).
+_TIMED_OUT = "57014"
+_TIMEOUT_SPLITS = 3
 
 
 @dataclass(frozen=True)
@@ -511,7 +519,7 @@ class Ingestor:
         so a replay is recognized) until the refused rows are found: the others are stored.
         """
         parts = [(batch, batch_id)]
-        splits = 0
+        splits = timeouts = 0
         while parts:
             part, part_id = parts.pop()
             refusal = self._attempt(part, part_id, enqueued)
@@ -521,7 +529,12 @@ class Ingestor:
                 return False  # points of parts already stored are skipped on replay, by key
             assert isinstance(refusal, BaseException)
             state = getattr(refusal, "sqlstate", None) or ""
-            if part.height > 1 and splits < _MAX_SPLITS and state[:2] in _ROW_CLASSES:
+            if state == _TIMED_OUT:
+                timeouts += 1
+                if part.height == 1 or timeouts > _TIMEOUT_SPLITS:
+                    return False  # spooled: replayed when the database is quicker
+            if part.height > 1 and splits < _MAX_SPLITS and (
+                    state[:2] in _ROW_CLASSES or state == _TIMED_OUT):
                 splits += 1
                 half = part.height // 2
                 parts.append((part.slice(half), _child_id(part_id, "b")))
@@ -542,6 +555,11 @@ class Ingestor:
             try:
                 outcome = self._writer.write(batch, batch_id=batch_id)
             except StorageError as exc:
+                if exc.sqlstate == _TIMED_OUT and batch.height > 1:
+                    with self._cond:  # not the data's fault: said, and the batch is halved
+                        self._c["last_error"] = str(exc)
+                        self._c["errors"] += 1
+                    return exc
                 if not exc.transient:
                     return exc
                 with self._cond:
@@ -592,12 +610,13 @@ class Ingestor:
         if not len(self._spool) or (not force and time.monotonic() < self._next_attempt):
             return
         while len(self._spool):
-            before = self._spool.unreadable
+            moved, stuck = self._spool.unreadable, self._spool.unmovable
             oldest = self._spool.oldest()
-            if self._spool.unreadable > before:
+            moved, stuck = self._spool.unreadable - moved, self._spool.unmovable - stuck
+            if moved or stuck:
                 with self._cond:
-                    self._c["errors"] += self._spool.unreadable - before
-                    self._c["failed_batches"] += self._spool.unreadable - before
+                    self._c["errors"] += moved + stuck
+                    self._c["failed_batches"] += moved
                     self._c["last_error"] = self._spool.unreadable_reason
             if oldest is None:  # the rest could not be read and was moved to failed/
                 return

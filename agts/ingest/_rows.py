@@ -20,8 +20,15 @@ from typing import Any, get_args
 
 import polars as pl
 
+from agts._arrow import END_MICROS, MIN_MICROS
 from agts.errors import ValidationError
-from agts.ingest._normalize import Normalized, _LabelError, canonical_labels, normalize
+from agts.ingest._normalize import (
+    Normalized,
+    _LabelError,
+    _unicode,
+    canonical_labels,
+    normalize,
+)
 from agts.ingest._types import MAX_NAME_LENGTH, MetricPoint, OnError
 
 __all__ = ["PointRows", "as_normalized", "normalize_points", "point_rows"]
@@ -108,7 +115,7 @@ def _check(point: Any) -> tuple[int, str, float] | None:
     ts, name, value = point.timestamp, point.metric_name, point.value
     if not isinstance(ts, dt.datetime) or type(name) is not str:
         return None
-    if not name or len(name) > MAX_NAME_LENGTH or "\x00" in name:
+    if not name or len(name) > MAX_NAME_LENGTH or "\x00" in name or not _unicode(name):
         return None
     if isinstance(value, bool) or not isinstance(value, float | int):
         return None
@@ -121,7 +128,10 @@ def _check(point: Any) -> tuple[int, str, float] | None:
         return None
     if not math.isfinite(number):
         return None
-    return (ts - _EPOCH) // _MICRO, text, number
+    micros = (ts - _EPOCH) // _MICRO
+    if not MIN_MICROS <= micros < END_MICROS:
+        return None
+    return micros, text, number
 
 
 def _canonical(labels: Any) -> str:

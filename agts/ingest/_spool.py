@@ -23,7 +23,9 @@ from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from agts._files import fsync_path
 from agts.errors import SpoolFullError, StorageError
 from agts.ingest._normalize import Normalized
 
@@ -32,8 +34,9 @@ __all__ = ["Spool"]
 log = logging.getLogger(__name__)
 
 _META = b"agts.batch_id"
-#: ``<12-digit sequence>-<batch id>.arrow``; the ``.tmp`` twin is a write a crash interrupted.
-_NAME = re.compile(r"^(\d{12})-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+#: ``<sequence, 12 digits or more>-<batch id>.arrow``; the ``.tmp`` twin is a write a crash
+#: interrupted.
+_NAME = re.compile(r"^(\d{12,})-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
                    r"\.(arrow|tmp)$")
 
 
@@ -57,8 +60,10 @@ class Spool:
     def __init__(self, directory: str | os.PathLike[str], *, max_bytes: int) -> None:
         self.directory = Path(directory).expanduser()
         self.max_bytes = max_bytes
-        #: Spool files moved to ``failed/`` because they could not be read back, and the last reason.
+        #: Spool files moved to ``failed/`` because they could not be read back, files that could
+        #: not even be moved (left in place, skipped until the next start), and the last reason.
         self.unreadable = 0
+        self.unmovable = 0
         self.unreadable_reason: str | None = None
         where = str(self.directory)
         try:
@@ -74,19 +79,20 @@ class Spool:
         except OSError:
             self._lock_file.close()
             raise StorageError(f"spool directory {where!r} is in use by another ingestor") from None
-        self._files: list[Path] = []
-        for path in sorted(self.directory.iterdir()):
+        found: list[tuple[int, Path]] = []
+        for path in self.directory.iterdir():
             match = _NAME.match(path.name)
-            if match is None:
-                if path.suffix == ".arrow":
-                    log.warning("spool %s: ignoring %s, which is not named like a spool file",
-                                where, path.name)
+            if match is None or not path.is_file() or path.is_symlink():
+                if path.suffix in (".arrow", ".tmp") and path.name != ".lock":
+                    log.warning("spool %s: ignoring %s, which is not a spool file", where,
+                                path.name)
             elif match.group(2) == "tmp":
                 path.unlink()  # a write interrupted before its rename: never acknowledged
-            elif path.is_file():
-                self._files.append(path)
+            else:
+                found.append((int(match.group(1)), path))
+        self._files: list[Path] = [p for _, p in sorted(found)]  # by sequence, not by text
         self.bytes = sum(p.stat().st_size for p in self._files)
-        self._next = int(self._files[-1].name[:12]) + 1 if self._files else 0
+        self._next = max(n for n, _ in found) + 1 if found else 0
         if self._files:
             log.info("spool %s holds %d batches (%d bytes) to replay", where,
                      len(self._files), self.bytes)
@@ -109,7 +115,7 @@ class Spool:
         tmp = final.with_suffix(".tmp")
         _write_ipc(_encode(batch, batch_id), tmp)
         os.replace(tmp, final)
-        _fsync(folder)
+        fsync_path(folder)
         return final
 
     def append(self, batch: Normalized, batch_id: str) -> Path:
@@ -120,7 +126,7 @@ class Spool:
         try:
             size = _write_ipc(table, tmp, sync=False)
             if self.bytes + size <= self.max_bytes:
-                _fsync(tmp)
+                fsync_path(tmp)
         except OSError as exc:
             # A full disk (or quota) is the same condition as the size cap: the batch is not
             # accepted, nothing half-written stays behind, and the caller keeps it in memory
@@ -137,7 +143,7 @@ class Spool:
                 f"{size} bytes would pass ingestion.spool_max_bytes = {self.max_bytes}"
             )
         os.replace(tmp, final)
-        _fsync(self.directory)
+        fsync_path(self.directory)
         self._files.append(final)
         self.bytes += size
         self._next += 1
@@ -150,7 +156,7 @@ class Spool:
             path = self._files[0]
             try:
                 batch, batch_id = _decode(path)
-            except (OSError, pa.ArrowException, KeyError, ValueError, TypeError, IndexError) as exc:
+            except Exception as exc:  # damaged or foreign: whatever reading it raised
                 self._set_aside_file(path, exc)
                 continue
             return path, batch, batch_id
@@ -158,29 +164,41 @@ class Spool:
 
     def _set_aside_file(self, path: Path, exc: BaseException) -> None:
         self._files.remove(path)
-        self.unreadable += 1
         self.unreadable_reason = f"spool file {str(path)!r} cannot be read: {exc}"
         folder = self.directory / "failed"
         try:
             size = path.stat().st_size
             folder.mkdir(exist_ok=True)
             os.replace(path, folder / path.name)
-            _fsync(folder)
-            _fsync(self.directory)
-            self.bytes -= size
-            log.error("spool %s: %s cannot be read (%s); moved to %s", self.directory, path.name,
-                      exc, folder)
+            fsync_path(folder)
+            fsync_path(self.directory)
         except OSError as move:
+            self.unmovable += 1
+            self.unreadable_reason += f"; it cannot be moved to failed/ either ({move})"
             log.error("spool %s: %s cannot be read (%s) nor moved aside (%s); skipped until the "
                       "next start", self.directory, path.name, exc, move)
+            return
+        self.unreadable += 1
+        self.bytes -= size
+        log.error("spool %s: %s cannot be read (%s); moved to %s", self.directory, path.name,
+                  exc, folder)
 
     def remove(self, path: Path) -> None:
         """Delete a replayed file."""
         size = path.stat().st_size
         path.unlink()
-        _fsync(self.directory)
+        fsync_path(self.directory)
         self._files.remove(path)
         self.bytes -= size
+
+
+#: The columns of a spool file (see :func:`_encode`).
+_SCHEMA = pa.schema([
+    ("time", pa.timestamp("us", tz="UTC")),
+    ("metric_name", pa.dictionary(pa.int32(), pa.string())),
+    ("labels", pa.dictionary(pa.int32(), pa.string())),
+    ("value", pa.float64()),
+])
 
 
 def _decode(path: Path) -> tuple[Normalized, str]:
@@ -188,12 +206,18 @@ def _decode(path: Path) -> tuple[Normalized, str]:
     with pa.memory_map(str(path)) as source:
         table = pa.ipc.open_file(source).read_all().combine_chunks()
     batch_id = str(uuid.UUID((table.schema.metadata or {}).get(_META, b"").decode()))
+    if table.schema.remove_metadata() != _SCHEMA:
+        raise TypeError(f"not the columns of a spooled batch: {table.schema.remove_metadata()}")
     if table.num_rows == 0:
         return Normalized(pl.DataFrame(), pl.DataFrame()), batch_id
     names = table.column("metric_name").chunk(0)
     labels = table.column("labels").chunk(0)
-    if not (pa.types.is_dictionary(names.type) and pa.types.is_dictionary(labels.type)):
-        raise TypeError("metric_name and labels are not dictionary-encoded")
+    if len(names.dictionary) != len(labels.dictionary) or not pc.all(pc.equal(
+            names.indices, labels.indices)).as_py():
+        raise ValueError("the metric_name and labels dictionaries do not line up")
+    if pc.min(names.indices).as_py() < 0 or pc.max(
+            names.indices).as_py() >= len(names.dictionary):
+        raise ValueError("a series key lies outside the batch's series")
     points = pl.DataFrame({
         "time": pl.Series(table.column("time")).cast(pl.Datetime("us", "UTC")),
         "key": pl.Series(names.indices).cast(pl.UInt32),
@@ -223,13 +247,6 @@ def _write_ipc(table: pa.Table, path: Path, *, sync: bool = True) -> int:
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table, max_chunksize=max(1, table.num_rows))
     if sync:
-        _fsync(path)
+        fsync_path(path)
     return path.stat().st_size
 
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

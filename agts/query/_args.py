@@ -1,4 +1,6 @@
-"""Argument checks for the query API, done before any database work.
+"""Argument checks of the query API (metric names, labels, buckets, aggregations, cursors), done
+before any database work; times, ranges, choices and positive integers follow the shared rules of
+:mod:`agts._args`.
 
 Every check raises :class:`~agts.errors.ValidationError` with a lower-case message that names the
 argument, shows the value with ``!r`` and says what is allowed.
@@ -9,29 +11,30 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal, get_args
 
+from agts._args import EPOCH, to_utc
 from agts.errors import ValidationError
 
 __all__ = [
     "AGGREGATIONS",
+    "EPOCH",
     "Aggregation",
-    "Fill",
+    "GapFill",
     "Shape",
     "bucket_micros",
     "check_labels",
     "check_labels_in",
     "check_metric_name",
-    "check_range",
     "format_cursor",
     "parse_aggregations",
     "parse_bucket",
     "parse_cursor",
-    "to_utc",
 ]
 
-Fill = Literal["null", "forward"]
+#: How empty buckets are filled (``fill=``): not to be confused with the :class:`agts.Fill` record.
+GapFill = Literal["null", "forward"]
 Shape = Literal["long", "wide"]
 
 #: Aggregations a rollup answers exactly (percentiles need every point and go to raw data).
@@ -44,43 +47,6 @@ _PERCENTILE = re.compile(r"^p([0-9]{1,3})(?:\.([0-9]{1,3}))?$")
 _BUCKET = re.compile(r"^\s*([0-9]+)\s*(us|ms|s|m|h|d|w)\s*$")
 _UNIT_MICROS = {"us": 1, "ms": 1_000, "s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000,
                 "d": 86_400_000_000, "w": 7 * 86_400_000_000}
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def to_utc(value: Any, *, name: str) -> datetime:
-    """``value`` as a timezone-aware UTC datetime (microseconds).
-
-    Accepts a ``datetime`` (naive means UTC: it is *labelled* UTC, never shifted by the machine's
-    zone), a ``date`` (its UTC midnight) or an ISO 8601 string (same rule for naive text).
-    """
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        except ValueError:
-            raise ValidationError(
-                f"{name} must be a datetime or an ISO 8601 string, got {value!r}") from None
-    elif isinstance(value, date) and not isinstance(value, datetime):
-        value = datetime(value.year, value.month, value.day)
-    if not isinstance(value, datetime):
-        raise ValidationError(
-            f"{name} must be a datetime or an ISO 8601 string, got {type(value).__name__} "
-            f"{value!r}")
-    if value.tzinfo is None or value.utcoffset() is None:
-        return value.replace(tzinfo=UTC)
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:
-        raise ValidationError(f"{name} {value!r} is outside the range of UTC datetimes") from None
-
-
-def check_range(start: Any, end: Any) -> tuple[datetime, datetime]:
-    """``[start, end)`` in UTC; ``end`` must not be before ``start``."""
-    start_utc, end_utc = to_utc(start, name="start"), to_utc(end, name="end")
-    if end_utc < start_utc:
-        raise ValidationError(
-            f"end must not be before start, got start={start_utc.isoformat()!r} "
-            f"end={end_utc.isoformat()!r}", column="end")
-    return start_utc, end_utc
 
 
 def check_metric_name(name: Any, *, what: str = "metric_name") -> str:
@@ -197,25 +163,6 @@ def parse_aggregations(aggregation: Any) -> tuple[AggSpec, ...]:
     if len(set(names)) != len(names):
         raise ValidationError(f"aggregation lists a name twice: {list(items)!r}")
     return tuple(specs)
-
-
-def check_choice(value: Any, choices: Any, *, name: str, optional: bool = False) -> Any:
-    allowed = get_args(choices)
-    if value is None and optional:
-        return None
-    if value not in allowed:
-        raise ValidationError(f"{name} must be one of {allowed!r}, got {value!r}")
-    return value
-
-
-def check_positive_int(value: Any, *, name: str, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValidationError(f"{name} must be a positive integer, got {value!r}")
-    if maximum is not None and value > maximum:
-        raise ValidationError(
-            f"{name} must be at most {maximum} (query.max_results), got {value!r}; page with "
-            "limit= and after=, or stream with iter_batches=True")
-    return value
 
 
 def format_cursor(timestamp: datetime, series_id: int) -> str:

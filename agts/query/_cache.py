@@ -34,7 +34,6 @@ import polars as pl
 import psycopg
 
 from agts.db._database import Database
-from agts.errors import translate
 
 __all__ = ["CLOSED_AFTER", "QueryCache", "QueryStats"]
 
@@ -119,21 +118,18 @@ class QueryCache:
 
     def _touching(self, xmin: str | None, start: datetime, end: datetime) -> Marker | None:
         """The marker of ``[start, end)``; ``xmin`` None takes a new one (when marking)."""
-        try:
-            with self._db.connection() as conn, conn.cursor() as cur:
-                try:
-                    with conn.transaction():
-                        if xmin is None:
-                            # Its own statement, so the count below (a later snapshot) and the
-                            # query to cache (later still) see every transaction under it.
-                            row = cur.execute(_XMIN).fetchone()
-                            xmin = str(row[0]) if row else "0"
-                        cur.execute(_TOUCHING, {"xmin": xmin, "end": end, "start": start})
-                except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn):
-                    return None  # a schema older than migration 0007: never cache
-                counted = cur.fetchone()
-        except Exception as exc:
-            raise translate(exc, action="check the query cache") from exc
+        with self._db.connection("check the query cache") as conn, conn.cursor() as cur:
+            try:
+                with conn.transaction():
+                    if xmin is None:
+                        # Its own statement, so the count below (a later snapshot) and the
+                        # query to cache (later still) see every transaction under it.
+                        row = cur.execute(_XMIN).fetchone()
+                        xmin = str(row[0]) if row else "0"
+                    cur.execute(_TOUCHING, {"xmin": xmin, "end": end, "start": start})
+            except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn):
+                return None  # a schema older than migration 0007: never cache
+            counted = cur.fetchone()
         return (xmin, int(counted[0]), counted[1]) if counted else None
 
 

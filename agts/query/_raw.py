@@ -25,8 +25,7 @@ import pyarrow as pa
 from psycopg import sql
 
 from agts.db._database import Database
-from agts.errors import translate
-from agts.query._series import fetch_arrow, label_struct
+from agts.query._series import label_struct
 
 __all__ = ["RAW_SCHEMA", "empty_raw", "fetch_page", "iter_pages", "with_series"]
 
@@ -93,7 +92,7 @@ def fetch_page(
     # server's ORDER BY costs nothing and the client need not sort.
     server_order = server_order or len(series_ids) == 1
     query = points_sql(series_ids, start, end, after=after, order=server_order, limit=limit)
-    frame = _typed(_frame(fetch_arrow(db, query, (), action="query metrics")), series_ids)
+    frame = _typed(_frame(db.fetch_arrow(query, action="query metrics")), series_ids)
     if server_order:
         return frame
     # Two single-key sorts, the second stable, give the order of one (timestamp, series_id)
@@ -112,20 +111,17 @@ def iter_pages(
     query = points_sql(series_ids, start, end, after=after)
     pending: list[pa.RecordBatch] = []
     held = 0
-    try:
-        with db.adbc() as conn, conn.cursor() as cur:
-            cur.execute(query)
-            reader = cur.fetch_record_batch()
-            for batch in reader:
-                pending.append(batch)
-                held += batch.num_rows
-                while held >= batch_size:
-                    table = pa.Table.from_batches(pending)
-                    yield _typed(_frame(table.slice(0, batch_size)), series_ids)
-                    rest = table.slice(batch_size)
-                    pending, held = rest.to_batches(), rest.num_rows
-    except Exception as exc:
-        raise translate(exc, action="stream metrics") from exc
+    with db.adbc("stream metrics") as conn, conn.cursor() as cur:
+        cur.execute(query)
+        reader = cur.fetch_record_batch()
+        for batch in reader:
+            pending.append(batch)
+            held += batch.num_rows
+            while held >= batch_size:
+                table = pa.Table.from_batches(pending)
+                yield _typed(_frame(table.slice(0, batch_size)), series_ids)
+                rest = table.slice(batch_size)
+                pending, held = rest.to_batches(), rest.num_rows
     if held:
         yield _typed(_frame(pa.Table.from_batches(pending)), series_ids)
 

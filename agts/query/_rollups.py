@@ -27,7 +27,6 @@ from typing import Any
 import polars as pl
 
 from agts.db._database import Database
-from agts.errors import translate
 from agts.query._aggregate import PARTIAL_COLUMNS, ROLLUP_COLUMNS
 from agts.query._args import AggSpec
 
@@ -100,12 +99,9 @@ FROM agts.rollup_state AS s WHERE s.rollup = %(rollup)s
 
 def read_view(db: Database, rollup: Rollup, start: datetime, end: datetime) -> RollupView:
     """The rollup's watermark and the dirty ranges overlapping ``[start, end)``."""
-    try:
-        with db.connection() as conn, conn.cursor() as cur:
-            cur.execute(_VIEW, {"start": start, "end": end, "rollup": rollup.name})
-            row = cur.fetchone()
-    except Exception as exc:
-        raise translate(exc, action=f"read the state of {rollup.table}") from exc
+    with db.connection(f"read the state of {rollup.table}") as conn, conn.cursor() as cur:
+        cur.execute(_VIEW, {"start": start, "end": end, "rollup": rollup.name})
+        row = cur.fetchone()
     if row is None:
         return RollupView(rollup, None, "{}")
     return RollupView(rollup, row[0], row[1] or "{}")
@@ -182,11 +178,8 @@ def refresh(db: Database, *, community: bool) -> dict[str, int]:
     """Bring every rollup up to date; returns the number of ranges materialized per rollup."""
     done: dict[str, int] = {}
     for rollup in ROLLUPS:
-        try:
-            done[rollup.name] = (_refresh_cagg(db, rollup) if community
-                                 else _refresh_table(db, rollup))
-        except Exception as exc:
-            raise translate(exc, action=f"refresh {rollup.table}") from exc
+        done[rollup.name] = (_refresh_cagg(db, rollup) if community
+                             else _refresh_table(db, rollup))
     return done
 
 
@@ -202,7 +195,7 @@ def _refresh_table(db: Database, rollup: Rollup) -> int:
               "FROM agts.metric_points AS p WHERE p.time >= %s AND p.time < %s GROUP BY 1, 2 "
               "ON CONFLICT (series_id, bucket) DO UPDATE SET "
               + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS))
-    with db.connection() as conn, conn.cursor() as cur:
+    with db.connection(f"refresh {rollup.table}") as conn, conn.cursor() as cur:
         cur.execute(f"SELECT name FROM agts.locks WHERE name = '{LOCK}' FOR UPDATE")
         batches, ranges, new_watermark, new_xmin = _plan(cur, rollup)
         for low, high in ranges:
@@ -216,7 +209,7 @@ def _refresh_cagg(db: Database, rollup: Rollup) -> int:
     # refresh_continuous_aggregate refuses to run in a transaction block: plan and record in
     # transactions, materialize in autocommit between them, all under the lock that a second
     # session holds for the whole refresh.
-    with db.exclusive(LOCK, wait=True), db.connection() as conn:
+    with db.exclusive(LOCK, wait=True), db.connection(f"refresh {rollup.table}") as conn:
         conn.commit()
         conn.autocommit = True
         try:
@@ -244,11 +237,8 @@ FROM agts.rollup_state AS s ORDER BY s.width
 
 def status(db: Database, *, community: bool) -> pl.DataFrame:
     """One row per rollup: how fresh it is and how much the next refresh has to take in."""
-    try:
-        with db.connection() as conn:
-            rows = conn.execute(_STATUS).fetchall()
-    except Exception as exc:
-        raise translate(exc, action="read the rollup state") from exc
+    with db.connection("read the rollup state") as conn:
+        rows = conn.execute(_STATUS).fetchall()
     kind = "continuous aggregate" if community else "table"
     return pl.DataFrame(
         [(r[0], r[1], kind, r[2], r[3], r[4], r[5]) for r in rows], orient="row",

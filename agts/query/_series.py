@@ -1,4 +1,4 @@
-"""Series resolution (metric name + label filters -> series ids) and the Arrow fetch helper.
+"""Series resolution: metric name + label filters -> series ids.
 
 Labels live once per series in ``agts.series``; a query first finds the matching series (a small
 psycopg query served by the ``metric_name`` index and the GIN index of labels), then scans
@@ -10,19 +10,14 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 from collections.abc import Sequence
 from typing import Any
 
 import polars as pl
-import pyarrow as pa
 
 from agts.db._database import Database
-from agts.errors import translate
 
-__all__ = ["SERIES_SCHEMA", "fetch_arrow", "label_struct", "resolve_series"]
-
-log = logging.getLogger(__name__)
+__all__ = ["SERIES_SCHEMA", "label_struct", "resolve_series"]
 
 SERIES_SCHEMA = {"series_id": pl.Int32, "metric_name": pl.String, "labels_json": pl.String}
 
@@ -43,12 +38,9 @@ def resolve_series(
         params.extend([key, values])
     query = ("SELECT series_id, metric_name, labels::text FROM agts.series WHERE "
              + " AND ".join(where) + " ORDER BY series_id")
-    try:
-        with db.connection() as conn, conn.cursor() as cur:
-            cur.execute(query, params)  # query built from this module's constants only
-            rows = cur.fetchall()
-    except Exception as exc:
-        raise translate(exc, action="resolve metric series") from exc
+    with db.connection("resolve metric series") as conn, conn.cursor() as cur:
+        cur.execute(query, params)  # query built from this module's constants only
+        rows = cur.fetchall()
     return pl.DataFrame(rows, schema=SERIES_SCHEMA, orient="row")
 
 
@@ -69,18 +61,3 @@ def _label_struct(texts: tuple[str, ...]) -> pl.Series:
     if not texts:
         return pl.Series("labels", [], dtype=dtype)
     return pl.Series("labels", texts, dtype=pl.String).str.json_decode(dtype)
-
-
-def fetch_arrow(db: Database, query: str, params: Sequence[Any], *, action: str) -> pa.Table:
-    """Run one SELECT with ``$n`` parameters on a pooled ADBC connection; the whole result as Arrow.
-
-    ``query`` is built from this package's constants; values are bound parameters, or (raw
-    points, see :mod:`agts.query._raw`) psycopg.sql literals of ids and datetimes agts produced.
-    """
-    try:
-        with db.adbc() as conn, conn.cursor() as cur:
-            cur.execute(query, parameters=tuple(params) or None)
-            table: pa.Table = cur.fetch_arrow_table()
-    except Exception as exc:
-        raise translate(exc, action=action) from exc
-    return table

@@ -12,21 +12,20 @@ from typing import Any
 
 import polars as pl
 
+from agts._args import Tiers, check_choice, check_positive_int, check_range, check_tiers
+from agts.archive import ColdTier
 from agts.config import QueryConfig
 from agts.db._database import Database
 from agts.errors import ResultTooLargeError, ValidationError
 from agts.query import _aggregate as agg
 from agts.query._args import (
     AggSpec,
-    Fill,
+    GapFill,
     Shape,
     bucket_micros,
-    check_choice,
     check_labels,
     check_labels_in,
     check_metric_name,
-    check_positive_int,
-    check_range,
     format_cursor,
     parse_aggregations,
     parse_bucket,
@@ -35,7 +34,8 @@ from agts.query._args import (
 from agts.query._cache import QueryCache, QueryStats
 from agts.query._raw import empty_raw, fetch_page, iter_pages, with_series
 from agts.query._rollups import choose, read_view, refresh, status
-from agts.query._series import fetch_arrow, resolve_series
+from agts.query._series import resolve_series
+from agts.query._tiers import aggregate_points, bucket_floor, cold_points
 
 __all__ = ["AggregatedArgs", "MetricsQueries", "check_aggregated", "next_cursor"]
 
@@ -84,24 +84,50 @@ def check_aggregated(
     specs = parse_aggregations(aggregation)
     label_map, in_map = check_labels(labels), check_labels_in(labels_in)
     keys = MetricsQueries._check_group_by(group_by, specs)
-    check_choice(fill, Fill, name="fill", optional=True)
+    check_choice(fill, GapFill, name="fill", optional=True)
     buckets = (end_utc - start_utc) // width + 1 if end_utc > start_utc else 0
     if fill is not None and buckets > max_results:
         # Checked before any grid is built: a fine bucket over a long range would not fit in memory.
-        raise ResultTooLargeError(
-            f"the query returns {buckets} buckets with fill={fill!r}, more than {max_results} "
-            "(query.max_results); use a coarser bucket, a shorter range, or raise "
-            "query.max_results")
+        raise _too_large(max_results, f"{buckets} buckets with fill={fill!r}",
+                         "use a coarser bucket or a shorter range")
     return AggregatedArgs(name, start_utc, end_utc, width, specs, label_map, in_map, keys, fill)
 
 
-class MetricsQueries:
-    """Metric queries for one engine: owns the result cache and the statistics."""
+def _too_large(max_results: int, returned: str | None, advice: str) -> ResultTooLargeError:
+    """The one message for a result past ``query.max_results`` (``returned``: how many, when
+    known, e.g. ``"1234 rows"``)."""
+    what = f"{returned}, more than {max_results}" if returned else f"more than {max_results} rows"
+    return ResultTooLargeError(
+        f"the query returns {what} (query.max_results); {advice}, or raise query.max_results")
 
-    def __init__(self, db: Database, config: QueryConfig, *, community: bool) -> None:
+
+_RAW_ADVICE = ("page with limit= and after=agts.next_cursor(page), stream with iter_batches=True "
+               "(hot tier), narrow the time range or labels")
+_AGG_ADVICE = "use a coarser bucket, a shorter range or fewer groups"
+
+
+class MetricsQueries:
+    """Metric queries of one database, on the hot tier, the cold tier or both (``tiers=``): owns
+    the result cache and the statistics.
+
+    Parameters
+    ----------
+    db
+        The database.
+    config
+        The ``query`` section.
+    community
+        Whether the server runs the Community edition (continuous aggregates as rollups).
+    cold
+        The cold tier read by ``tiers="cold"`` and ``"all"`` (None: it is empty).
+    """
+
+    def __init__(self, db: Database, config: QueryConfig, *, community: bool,
+                 cold: ColdTier | None = None) -> None:
         self._db = db
         self._config = config
         self._community = community
+        self._cold = cold
         self.cache = QueryCache(db, ttl_sec=config.cache_ttl_sec,
                                 max_entries=config.cache_max_entries)
         self.stats = QueryStats()
@@ -111,18 +137,20 @@ class MetricsQueries:
     def raw(
         self, metric_name: str, start: Any, end: Any, labels: Any = None, *,
         labels_in: Any = None, limit: int | None = None, after: str | None = None,
-        iter_batches: bool = False, batch_size: int = DEFAULT_BATCH_SIZE,
+        iter_batches: bool = False, batch_size: int = DEFAULT_BATCH_SIZE, tiers: Tiers = "hot",
     ) -> pl.DataFrame | Iterator[pl.DataFrame]:
         name = check_metric_name(metric_name)
         return self._raw([name], start, end, labels, labels_in=labels_in, limit=limit,
                          after=after, iter_batches=iter_batches, batch_size=batch_size,
-                         kind="raw")
+                         kind="raw", tiers=tiers)
 
     def _raw(
         self, names: list[str], start: Any, end: Any, labels: Any, *, labels_in: Any,
         limit: int | None, after: str | None, iter_batches: bool, batch_size: int, kind: str,
+        tiers: Tiers,
     ) -> pl.DataFrame | Iterator[pl.DataFrame]:
         began = time.perf_counter()
+        check_tiers(tiers)
         start_utc, end_utc = check_range(start, end)
         label_map, in_map = check_labels(labels), check_labels_in(labels_in)
         max_results = self._config.max_results
@@ -133,30 +161,42 @@ class MetricsQueries:
             check_positive_int(batch_size, name="batch_size")
             if limit is not None:
                 raise ValidationError("pass either limit= (one page) or iter_batches=True, not both")
+            if tiers != "hot":
+                raise ValidationError(
+                    f"iter_batches=True reads the hot tier only, got tiers={tiers!r}; page with "
+                    "limit= and after= (supported with every tiers value), or pass tiers='hot'")
             series = resolve_series(self._db, names, label_map, in_map)
             return self._stream(series, start_utc, end_utc, batch_size, cursor, began)
-        key = (kind, tuple(names), start_utc, end_utc, _key_part(label_map), _key_part(in_map),
-               limit, cursor)
+        key = (kind, tiers, tuple(names), start_utc, end_utc, _key_part(label_map),
+               _key_part(in_map), limit, cursor)
         return self._cached(kind, key, start_utc, end_utc, began, lambda: self._raw_frame(
-            names, start_utc, end_utc, label_map, in_map, limit, cursor))
+            names, start_utc, end_utc, label_map, in_map, limit, cursor, tiers))
 
     def _raw_frame(
         self, names: list[str], start: datetime, end: datetime, labels: dict[str, str],
         labels_in: dict[str, list[str]], limit: int | None, cursor: tuple[datetime, int] | None,
+        tiers: Tiers,
     ) -> pl.DataFrame:
         series = resolve_series(self._db, names, labels, labels_in)
         if series.is_empty() or start >= end:
             return empty_raw(series)
         max_results = self._config.max_results
+        cap = limit if limit is not None else max_results + 1
         ids = series.get_column("series_id").to_list()
-        points = fetch_page(self._db, ids, start, end,
-                            limit=limit if limit is not None else max_results + 1, after=cursor,
-                            server_order=limit is not None)
+        parts = []
+        if tiers != "hot":
+            cold = cold_points(self._cold, series, start, end)
+            if cursor is not None:
+                cold = cold.filter((pl.col("timestamp") > cursor[0]) | (
+                    (pl.col("timestamp") == cursor[0]) & (pl.col("series_id") > cursor[1])))
+            parts.append(cold)
+        if tiers != "cold":
+            parts.append(fetch_page(self._db, ids, start, end, limit=cap, after=cursor,
+                                    server_order=limit is not None))
+        points = parts[0] if tiers == "hot" else pl.concat(parts).sort(
+            "timestamp", "series_id").head(cap)
         if limit is None and points.height > max_results:
-            raise ResultTooLargeError(
-                f"the query returns more than {max_results} rows (query.max_results); page with "
-                "limit= and after=agts.next_cursor(page), stream with iter_batches=True, narrow "
-                "the time range or labels, or raise query.max_results")
+            raise _too_large(max_results, None, _RAW_ADVICE)
         return with_series(points, series)
 
     def _stream(
@@ -179,16 +219,18 @@ class MetricsQueries:
     def aggregated(
         self, metric_name: str, start: Any, end: Any, bucket: Any, aggregation: Any,
         labels: Any = None, *, labels_in: Any = None, group_by: Sequence[str] | None = None,
-        fill: Fill | None = None, kind: str = "aggregated",
+        fill: GapFill | None = None, kind: str = "aggregated", tiers: Tiers = "hot",
     ) -> pl.DataFrame:
         began = time.perf_counter()
+        check_tiers(tiers)
         a = check_aggregated(metric_name, start, end, bucket, aggregation, labels,
                              labels_in=labels_in, group_by=group_by, fill=fill,
                              max_results=self._config.max_results)
-        key = (kind, a.name, a.start, a.end, bucket_micros(a.width), a.specs, _key_part(a.labels),
-               _key_part(a.labels_in), tuple(a.keys), a.fill)
+        key = (kind, tiers, a.name, a.start, a.end, bucket_micros(a.width), a.specs,
+               _key_part(a.labels), _key_part(a.labels_in), tuple(a.keys), a.fill)
         return self._cached(kind, key, a.start, a.end, began, lambda: self._aggregate(
-            a.name, a.start, a.end, a.width, a.specs, a.labels, a.labels_in, a.keys, a.fill))
+            a.name, a.start, a.end, a.width, a.specs, a.labels, a.labels_in, a.keys, a.fill,
+            tiers))
 
     @staticmethod
     def _check_group_by(group_by: Any, specs: tuple[AggSpec, ...]) -> list[str]:
@@ -209,23 +251,45 @@ class MetricsQueries:
     def _aggregate(
         self, name: str, start: datetime, end: datetime, width: timedelta,
         specs: tuple[AggSpec, ...], labels: dict[str, str], labels_in: dict[str, list[str]],
-        keys: list[str], fill: str | None,
+        keys: list[str], fill: str | None, tiers: Tiers = "hot",
     ) -> pl.DataFrame:
         schema = agg.result_schema(specs, keys)
         series = resolve_series(self._db, [name], labels, labels_in)
         if series.is_empty() or start >= end:
             frame = pl.DataFrame(schema=schema)
-        else:
+        elif tiers == "hot":
             frame = self._aggregate_sql(series, start, end, width, specs, keys, schema)
+        else:
+            frame = self._aggregate_tiers(series, start, end, width, specs, keys, schema, tiers)
         if fill is not None:
             frame = agg.gap_fill(frame, start=start, end=end, bucket=width, group_by=keys,
                                  fill=fill)
         if frame.height > self._config.max_results:
-            raise ResultTooLargeError(
-                f"the query returns {frame.height} rows, more than {self._config.max_results} "
-                "(query.max_results); use a coarser bucket, a shorter range or fewer groups, or "
-                "raise query.max_results")
+            raise _too_large(self._config.max_results, f"{frame.height} rows", _AGG_ADVICE)
         return frame
+
+    def _aggregate_tiers(
+        self, series: pl.DataFrame, start: datetime, end: datetime, width: timedelta,
+        specs: tuple[AggSpec, ...], keys: list[str], schema: dict[str, pl.DataType],
+        tiers: Tiers,
+    ) -> pl.DataFrame:
+        """The buckets from the first to the last cold row are aggregated in Polars from the raw
+        rows of both tiers; the buckets before and after that span go through the hot query
+        (rollups included). With no cold row in the range it is the hot query unchanged."""
+        cold = cold_points(self._cold, series, start, end)
+        if cold.is_empty() and tiers == "all":
+            return self._aggregate_sql(series, start, end, width, specs, keys, schema)
+        if cold.is_empty() or tiers == "cold":
+            return aggregate_points(cold, series, width, specs, keys)
+        low = max(start, bucket_floor(cold.get_column("timestamp").min(), width))  # type: ignore[arg-type]
+        high = min(end, bucket_floor(cold.get_column("timestamp").max(), width) + width)  # type: ignore[arg-type]
+        ids = series.get_column("series_id").to_list()
+        middle = pl.concat([cold, fetch_page(self._db, ids, low, high, limit=None, after=None,
+                                             server_order=False)])
+        parts = [self._aggregate_sql(series, lo, hi, width, specs, keys, schema)
+                 for lo, hi in ((start, low), (high, end)) if lo < hi]
+        parts.append(aggregate_points(middle, series, width, specs, keys))
+        return pl.concat(parts).sort(["timestamp", *keys], nulls_last=True)
 
     def _aggregate_sql(
         self, series: pl.DataFrame, start: datetime, end: datetime, width: timedelta,
@@ -246,7 +310,7 @@ class MetricsQueries:
             query = agg.raw_sql(specs, len(keys))
             fractions = [spec.fraction for spec in specs if spec.fraction is not None]
             params = [ids, start, end, width, agg.ORIGIN, *groups, *fractions]
-        table = fetch_arrow(self._db, query, params, action="query aggregated metrics")
+        table = self._db.fetch_arrow(query, params, action="query aggregated metrics")
         frame = pl.from_arrow(table)
         assert isinstance(frame, pl.DataFrame)
         frame = frame.rename({f"g{i}": k for i, k in enumerate(keys)})
@@ -257,7 +321,7 @@ class MetricsQueries:
     def multi(
         self, metric_names: Sequence[str], start: Any, end: Any, labels: Any = None, *,
         labels_in: Any = None, shape: Shape = "long", bucket: Any = None,
-        aggregation: Any = "avg", fill: Fill | None = None,
+        aggregation: Any = "avg", fill: GapFill | None = None, tiers: Tiers = "hot",
     ) -> pl.DataFrame:
         if isinstance(metric_names, str) or not isinstance(metric_names, Sequence) \
                 or not metric_names:
@@ -272,7 +336,7 @@ class MetricsQueries:
                 raise ValidationError("fill= needs bucket= (gap filling works on buckets)")
             frame = self._raw(names, start, end, labels, labels_in=labels_in, limit=None,
                               after=None, iter_batches=False, batch_size=DEFAULT_BATCH_SIZE,
-                              kind="multi")
+                              kind="multi", tiers=tiers)
             assert isinstance(frame, pl.DataFrame)
             return frame if shape == "long" else _wide_raw(frame, names)
         specs = parse_aggregations(aggregation)
@@ -280,7 +344,7 @@ class MetricsQueries:
             raise ValidationError(
                 f"shape='wide' takes one aggregation (one column per metric), got {aggregation!r}")
         parts = [self.aggregated(n, start, end, bucket, aggregation, labels, labels_in=labels_in,
-                                 fill=fill, kind="multi") for n in names]
+                                 fill=fill, kind="multi", tiers=tiers) for n in names]
         if shape == "long":
             return pl.concat([p.with_columns(pl.lit(n).alias("metric_name")) for n, p in
                               zip(names, parts, strict=True)]).sort(

@@ -5,11 +5,12 @@ See :func:`run_retention` (``engine.run_retention()``, ``agts retention run``) a
 """
 
 from agts.retention._policy import MetricPolicy, TablePolicy, metric_policies, table_policies
-from agts.retention._run import RetentionReport, run_retention
+from agts.retention._run import Parts, RetentionReport, run_retention
 from agts.retention._storage import storage_report
 
 __all__ = [
     "MetricPolicy",
+    "Parts",
     "RetentionReport",
     "TablePolicy",
     "metric_policies",

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from agts.archive._tables import TableSpec
+from agts.archive import TableSpec
 from agts.config import RetentionConfig
 
 __all__ = ["MetricPolicy", "TablePolicy", "table_policies"]

@@ -10,23 +10,23 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from agts.archive._archiver import Archiver
-from agts.archive._store import ArchiveStore
-from agts.archive._tables import METRICS, TableSpec, chunks, table_specs
-from agts.query._args import to_utc
+from agts._args import to_utc
+from agts.archive import Archiver, ArchiveStore, ColdTier, TableSpec, chunks, table_specs
+from agts.archive._archiver import DROP_LOCK_TIMEOUT_SEC
+from agts.archive._tables import METRICS
+from agts.config import RetentionConfig
+from agts.db._database import Database
 from agts.retention._policy import MetricPolicy, TablePolicy, metric_policies, table_policies
 
-if TYPE_CHECKING:
-    from agts._engine import StorageEngine
-
-__all__ = ["RetentionReport", "run_retention"]
+__all__ = ["Parts", "RetentionReport", "run_retention"]
 
 log = logging.getLogger(__name__)
 
@@ -80,28 +80,51 @@ class RetentionReport:
     rollups_refreshed: dict[str, int] = field(default_factory=dict)
 
 
-def run_retention(engine: StorageEngine, *, now: Any = None, dry_run: bool = False) -> RetentionReport:
+@dataclass(frozen=True)
+class Parts:
+    """What a retention run uses: the database, its settings, the cold tier, and what it must do
+    to the query side (handed down by the engine, which wires the parts together).
+
+    Attributes
+    ----------
+    db : Database
+    settings : RetentionConfig
+    cold : ColdTier
+        Where expired chunks are archived (``cold.config.root``; none set: kept, or dropped when
+        ``archive_before_drop`` is off).
+    refresh_rollups : callable
+        Brings the rollups up to date before metric points leave the hot tier.
+    forget_cached : callable
+        Voids cached query results after drops the cold tier does not record.
+    """
+
+    db: Database
+    settings: RetentionConfig
+    cold: ColdTier
+    refresh_rollups: Callable[[], dict[str, int]]
+    forget_cached: Callable[[], None]
+
+
+def run_retention(parts: Parts, *, now: Any = None, dry_run: bool = False) -> RetentionReport:
     """See :meth:`agts.StorageEngine.run_retention`."""
     began = time.perf_counter()
     now_utc = datetime.now(UTC) if now is None else to_utc(now, name="now")
-    settings = engine.config.retention
-    report = RetentionReport(now=now_utc, edition=engine.server.edition, dry_run=dry_run)
-    with engine.db.connection() as conn:
+    settings, db, server = parts.settings, parts.db, parts.db.server
+    report = RetentionReport(now=now_utc, edition=server.edition, dry_run=dry_run)
+    with db.connection("run retention") as conn:
         specs = table_specs(conn)
     policies = table_policies(specs, settings, now_utc)
-    report.bytes_before = _bytes(engine, [p.spec for p in policies])
-    store: ArchiveStore | None = None
-    if engine.config.archive.root:
-        store = ArchiveStore.from_config(engine.config.archive)
+    report.bytes_before = _bytes(db, [p.spec for p in policies])
+    store = parts.cold.store() if parts.cold.config.root else None
 
-    if engine.server.community:
+    if server.community:
         if not dry_run:
-            report.native_jobs = _native_jobs(engine, policies)
-        _compress(engine, policies, now_utc - timedelta(days=settings.compression_after_days),
+            report.native_jobs = _native_jobs(db, settings, policies)
+        _compress(db, policies, now_utc - timedelta(days=settings.compression_after_days),
                   report)
     else:
         report.skipped.append(("compression", "columnstore needs the TimescaleDB Community "
-                               f"edition; this server runs {engine.server.edition!r}"))
+                               f"edition; this server runs {server.edition!r}"))
 
     metrics = next((p for p in policies if p.spec.name == METRICS), None)
     shorter, longer = metric_policies(settings, now_utc)
@@ -110,31 +133,30 @@ def run_retention(engine: StorageEngine, *, now: Any = None, dry_run: bool = Fal
             f"per_metric_days {settings.per_metric_days[name]} is longer than "
             f"metrics_retention_days {settings.metrics_retention_days}: whole chunks are dropped "
             "at the table's horizon")))
-    if metrics is not None and not dry_run and _metrics_expire(engine, metrics, shorter):
+    if metrics is not None and not dry_run and _metrics_expire(db, metrics, shorter):
         # Before points leave the hot tier, so the 1-minute and 1-hour aggregates of every
         # expiring bucket are materialized (rollups are kept past the raw points' retention).
-        report.rollups_refreshed = engine.refresh_rollups()
+        report.rollups_refreshed = parts.refresh_rollups()
     if metrics is not None:
         for policy in shorter:
-            _expire(engine, store, metrics.spec, policy.cutoff, report, dry_run=dry_run,
+            _expire(db, settings, store, metrics.spec, policy.cutoff, report, dry_run=dry_run,
                     start=metrics.cutoff, metric_name=policy.metric_name)
     for table in policies:
-        _expire(engine, store, table.spec, table.cutoff, report, dry_run=dry_run)
+        _expire(db, settings, store, table.spec, table.cutoff, report, dry_run=dry_run)
 
     if report.chunks_dropped or report.rows_deleted:
         # Archived drops void cached frames through the cold tier's units; drops without an
         # archive leave no such trace, so at least this engine forgets what it cached.
-        engine.clear_query_cache()
-    report.bytes_after = _bytes(engine, [p.spec for p in policies])
+        parts.forget_cached()
+    report.bytes_after = _bytes(db, [p.spec for p in policies])
     report.duration_sec = time.perf_counter() - began
     log.info("retention run: %s", report)
     return report
 
 
-def _metrics_expire(engine: StorageEngine, metrics: TablePolicy,
-                    shorter: list[MetricPolicy]) -> bool:
+def _metrics_expire(db: Database, metrics: TablePolicy, shorter: list[MetricPolicy]) -> bool:
     """Whether metric points expire in this run (whole chunks or a shorter per-metric policy)."""
-    with engine.db.connection() as conn:
+    with db.connection("run retention") as conn:
         if chunks(conn, metrics.spec, end=metrics.cutoff):
             return True
         return any(chunks(conn, metrics.spec, start=metrics.cutoff, end=p.cutoff)
@@ -142,16 +164,16 @@ def _metrics_expire(engine: StorageEngine, metrics: TablePolicy,
 
 
 def _expire(
-    engine: StorageEngine, store: ArchiveStore | None, spec: TableSpec, cutoff: datetime,
-    report: RetentionReport, *, dry_run: bool, start: datetime | None = None,
+    db: Database, settings: RetentionConfig, store: ArchiveStore | None, spec: TableSpec,
+    cutoff: datetime, report: RetentionReport, *, dry_run: bool, start: datetime | None = None,
     metric_name: str | None = None,
 ) -> None:
     what = spec.name if metric_name is None else f"metric {metric_name!r}"
-    with engine.db.connection() as conn:
+    with db.connection("run retention") as conn:
         expired = chunks(conn, spec, start=start, end=cutoff)
     if not expired:
         return
-    archive_first = engine.config.retention.archive_before_drop
+    archive_first = settings.archive_before_drop
     if archive_first and store is None:
         report.skipped.append((what, (
             f"{len(expired)} expired chunk(s) kept: retention.archive_before_drop is on and no "
@@ -165,8 +187,7 @@ def _expire(
         return
     if archive_first:
         assert store is not None
-        result = Archiver(engine.db, store, spec).run(start, cutoff, drop=True,
-                                                     metric_name=metric_name)
+        result = Archiver(db, store, spec).run(start, cutoff, drop=True, metric_name=metric_name)
         report.chunks_archived += result.units_verified
         report.rows_archived += result.rows_exported
         if metric_name is None:
@@ -176,14 +197,23 @@ def _expire(
             report.rows_deleted += result.rows_dropped
         report.skipped.extend(result.skipped)
         return
-    with engine.db.connection() as conn:
+    with db.connection("run retention") as conn:
         if metric_name is None:
             rows = conn.execute(
                 sql.SQL("SELECT count(*) FROM {} WHERE {} < %s").format(
                     spec.identifier, sql.Identifier(spec.time_column)),
                 [max(c.range_end for c in expired)]).fetchone()
-            dropped = conn.execute("SELECT drop_chunks(%s::regclass, older_than => %s)",
-                                   [spec.qualified, cutoff]).fetchall()
+            # As in an archive run: a session holding a chunk does not queue everyone behind us.
+            conn.execute(f"SET LOCAL lock_timeout = {int(DROP_LOCK_TIMEOUT_SEC * 1000)}")
+            try:
+                dropped = conn.execute("SELECT drop_chunks(%s::regclass, older_than => %s)",
+                                       [spec.qualified, cutoff]).fetchall()
+            except psycopg.errors.LockNotAvailable:
+                conn.rollback()
+                report.skipped.append((what, (
+                    f"{len(expired)} expired chunk(s) kept: another session held one for more "
+                    f"than {DROP_LOCK_TIMEOUT_SEC:g}s; the next run drops them")))
+                return
             report.chunks_dropped += len(dropped)
             report.rows_dropped += int(rows[0]) if rows else 0
         else:
@@ -193,19 +223,19 @@ def _expire(
             report.rows_deleted += max(cur.rowcount, 0)
 
 
-def _compress(engine: StorageEngine, policies: list[TablePolicy], before: datetime,
+def _compress(db: Database, policies: list[TablePolicy], before: datetime,
               report: RetentionReport) -> None:
     for policy in policies:
         if not policy.spec.compression_enabled:
             continue
-        with engine.db.connection() as conn:
+        with db.connection("run retention") as conn:
             todo = [c for c in chunks(conn, policy.spec, end=before) if not c.is_compressed]
         for chunk in todo:
             if report.dry_run:
                 report.chunks_compressed += 1
                 continue
             try:
-                with engine.db.connection() as conn:
+                with db.connection("run retention") as conn:
                     conn.execute("SELECT compress_chunk(%s::regclass, if_not_compressed => true)",
                                  [f"{chunk.schema}.{chunk.name}"])
             except psycopg.errors.DuplicateObject:
@@ -213,11 +243,11 @@ def _compress(engine: StorageEngine, policies: list[TablePolicy], before: dateti
             report.chunks_compressed += 1
 
 
-def _native_jobs(engine: StorageEngine, policies: list[TablePolicy]) -> list[str]:
+def _native_jobs(db: Database, settings: RetentionConfig,
+                 policies: list[TablePolicy]) -> list[str]:
     """Install or update the Community edition's compression (and, when allowed, retention) jobs."""
-    settings = engine.config.retention
     done = []
-    with engine.db.connection() as conn:
+    with db.connection("run retention") as conn:
         for policy in policies:
             table = policy.spec.qualified
             if policy.spec.compression_enabled:
@@ -251,10 +281,10 @@ def _job_matches(conn: Any, spec: TableSpec, proc: str, key: str, interval: str)
     return bool(row and row[0])
 
 
-def _bytes(engine: StorageEngine, specs: list[TableSpec]) -> int:
+def _bytes(db: Database, specs: list[TableSpec]) -> int:
     if not specs:
         return 0
-    with engine.db.connection() as conn:
+    with db.connection("run retention") as conn:
         row = conn.execute(
             "SELECT coalesce(sum(hypertable_size(format('%%I.%%I', s, t)::regclass)), 0) "
             "FROM unnest(%s::text[], %s::text[]) AS x(s, t)",

@@ -9,15 +9,14 @@ so it is the rate data arrives at, whatever retention has done since.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import Literal, get_args
 
 import polars as pl
 
-from agts.archive._tables import table_specs
-from agts.errors import ConfigError
-
-if TYPE_CHECKING:
-    from agts._engine import StorageEngine
+from agts.archive import table_specs
+from agts.config import RetentionConfig
+from agts.db._database import Database
+from agts.errors import ValidationError
 
 __all__ = ["storage_report"]
 
@@ -30,13 +29,14 @@ _CHUNK_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
 }
 
 
-def _chunk_rows(engine: StorageEngine) -> list[tuple[object, ...]]:
+def _chunk_rows(db: Database) -> list[tuple[object, ...]]:
     rows: list[tuple[object, ...]] = []
-    with engine.db.connection() as conn:
+    community = db.server.community
+    with db.connection("read the storage report") as conn:
         specs = table_specs(conn)
         for spec in specs.values():
             compressed: dict[str, int] = {}
-            if engine.server.community and spec.compression_enabled:
+            if community and spec.compression_enabled:
                 for name, before in conn.execute(
                     "SELECT chunk_name, before_compression_total_bytes "
                     "FROM chunk_compression_stats(%s::regclass) WHERE compression_status = "
@@ -70,7 +70,7 @@ def _chunk_rows(engine: StorageEngine) -> list[tuple[object, ...]]:
     return rows
 
 
-def storage_report(engine: StorageEngine, *, by: By = "table",
+def storage_report(db: Database, settings: RetentionConfig, *, by: By = "table",
                    growth_days: int = 7) -> pl.DataFrame:
     """Storage per table (``by="table"``) or per chunk and archive unit (``by="chunk"``).
 
@@ -85,15 +85,14 @@ def storage_report(engine: StorageEngine, *, by: By = "table",
         bytes in 30 days without retention) and ``steady_state_bytes`` (growth × retention days).
     """
     if by not in get_args(By):
-        raise ConfigError(f"by must be one of {get_args(By)!r}, got {by!r}")
+        raise ValidationError(f"by must be one of {get_args(By)!r}, got {by!r}")
     if isinstance(growth_days, bool) or not isinstance(growth_days, int) or growth_days <= 0:
-        raise ConfigError(f"growth_days must be a positive integer, got {growth_days!r}")
-    frame = pl.DataFrame(_chunk_rows(engine), schema=_CHUNK_SCHEMA, orient="row").sort(
+        raise ValidationError(f"growth_days must be a positive integer, got {growth_days!r}")
+    frame = pl.DataFrame(_chunk_rows(db), schema=_CHUNK_SCHEMA, orient="row").sort(
         "table", "range_start", "tier")
     if by == "chunk":
         return frame
     since = datetime.now(UTC) - timedelta(days=growth_days)
-    settings = engine.config.retention
     kinds = {"metrics": settings.metrics_retention_days, "market_quotes": settings.metrics_retention_days}
     for name in ("orders", "order_events", "fills", "position_snapshots", "risk_decisions"):
         kinds[name] = settings.execution_retention_days

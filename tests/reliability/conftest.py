@@ -19,7 +19,7 @@ from psycopg import sql
 
 import agts
 from agts.config import StorageConfig
-from agts.db import _local
+from agts.db import _local, conninfo
 
 
 def free_port() -> int:
@@ -86,10 +86,7 @@ def cluster() -> Iterator[Cluster]:
 def admin(config: StorageConfig) -> psycopg.Connection:
     """An autocommit superuser connection to the server of ``config`` (database ``postgres``)."""
     cfg = config.with_overrides(database={"database": "postgres"})
-    conninfo = cfg.database.conninfo()
-    if cfg.database.dsn:
-        conninfo = psycopg.conninfo.make_conninfo(conninfo, dbname="postgres")
-    return psycopg.connect(conninfo, autocommit=True)
+    return psycopg.connect(conninfo(cfg.database), autocommit=True)
 
 
 def idle_in_transaction(config: StorageConfig) -> list[tuple[int, str, str]]:

@@ -87,7 +87,8 @@ def _point(**changes: Any) -> agts.MetricPoint:
 
 S = agts.ExecutionStore
 CASES = [
-    pytest.param(lambda e: agts.connect(42), agts.ConfigError, "connect\\(\\) takes", id="connect-int"),
+    pytest.param(lambda e: agts.connect(42), agts.ValidationError, "connect\\(\\) takes",
+                 id="connect-int"),
     pytest.param(lambda e: e.insert_metrics_batch(42), agts.ValidationError, "got int", id="batch-int"),
     pytest.param(lambda e: e.insert_metrics_batch(None), agts.ValidationError, "got NoneType",
                  id="batch-none"),
@@ -120,8 +121,8 @@ CASES = [
         "outside the range", id="timestamp-beyond-9999-utc"),
     pytest.param(lambda e: e.insert_metric("x"), agts.ValidationError, "expected a MetricPoint",
                  id="insert-metric-str"),
-    pytest.param(lambda e: e.ingestor(batch_size=0), agts.ConfigError, "batch_size", id="ingestor-0"),
-    pytest.param(lambda e: e.ingestor(backpressure="bogus"), agts.ConfigError, "backpressure",
+    pytest.param(lambda e: e.ingestor(batch_size=0), agts.ValidationError, "batch_size", id="ingestor-0"),
+    pytest.param(lambda e: e.ingestor(backpressure="bogus"), agts.ValidationError, "backpressure",
                  id="ingestor-policy"),
     pytest.param(lambda e: e.query_metrics(None, T0, T1), agts.ValidationError, "metric_name",
                  id="query-name-none"),
@@ -165,9 +166,9 @@ CASES = [
                  "metric_names must be", id="multi-str"),
     pytest.param(lambda e: e.query_metrics_multi(["seed"], T0, T1, shape="tall"),
                  agts.ValidationError, "shape must be one of", id="multi-shape"),
-    pytest.param(lambda e: e.archive(42), agts.ConfigError, "table must be", id="archive-int"),
+    pytest.param(lambda e: e.archive(42), agts.ValidationError, "table must be", id="archive-int"),
     pytest.param(lambda e: e.archive("x; DROP TABLE agts.orders", root="/nonexistent"),
-                 agts.ConfigError, "table must be one of", id="archive-injection"),
+                 agts.ValidationError, "table must be one of", id="archive-injection"),
     pytest.param(lambda e: e.restore("metrics", None, None, root="/nonexistent"),
                  agts.ValidationError, "start must be", id="restore-none"),
     pytest.param(lambda e: S(e).store_order(None), agts.ValidationError, "dataclass instances",
@@ -183,8 +184,8 @@ CASES = [
                  agts.ConstraintError, "must be one of 'buy', 'sell'", id="order-side-injection"),
     pytest.param(lambda e: S(e).store_order(_order(id="xyz")), agts.ValidationError,
                  "id must be a UUID", id="order-id"),
-    pytest.param(lambda e: S(e).store_order(_order(venue="v\x00")), agts.StorageError, "0x00",
-                 id="order-nul"),
+    pytest.param(lambda e: S(e).store_order(_order(venue="v\x00")), agts.ValidationError,
+                 "order column 'venue' row 0: contains a NUL character", id="order-nul"),
     pytest.param(lambda e: S(e).store_order(_order(timestamp=dt.datetime(
         9999, 12, 31, 23, tzinfo=dt.timezone(-dt.timedelta(hours=23))))), agts.ValidationError,
         "outside the range", id="order-beyond-9999"),

@@ -23,6 +23,7 @@ import pytest
 
 import agts
 from agts.config import StorageConfig
+from agts.db import conninfo
 from tests.reliability._data import T0, check_exactly_once, seq_points
 from tests.reliability.conftest import (
     Record,
@@ -37,7 +38,7 @@ from tests.reliability.conftest import (
 @contextmanager
 def locked(config: StorageConfig, mode: str, table: str = "agts.metric_points") -> Iterator[None]:
     """Hold ``LOCK TABLE table IN mode MODE`` in another session for the duration of the block."""
-    with psycopg.connect(config.database.conninfo()) as conn:
+    with psycopg.connect(conninfo(config.database)) as conn:
         conn.execute(f"LOCK TABLE {table} IN {mode} MODE")
         yield
         conn.rollback()

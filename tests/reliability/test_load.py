@@ -21,6 +21,7 @@ import pytest
 
 import agts
 from agts.config import StorageConfig
+from agts.db import conninfo
 from tests.reliability._data import T0
 from tests.reliability._load_producer import SERIES, rss_mb
 from tests.reliability.conftest import Record, admin, idle_in_transaction
@@ -34,7 +35,7 @@ RSS_GROWTH_MB = 64  # per process, from after warm-up to the end
 
 
 def test_producers_and_a_notebook_reader_under_load(config: StorageConfig, record: Record) -> None:
-    env = {**os.environ, "AGTS_DSN": config.database.conninfo()}
+    env = {**os.environ, "AGTS_DSN": conninfo(config.database)}
     env.pop("AGTS_CONFIG", None)
     reader_cfg = config.with_overrides(database={"max_connections": 2})
     with agts.connect(reader_cfg) as engine:

@@ -19,6 +19,7 @@ import pytest
 import agts
 from agts._migrations import MigrationRunner, default_directory
 from agts.config import StorageConfig
+from agts.db import conninfo
 from tests.reliability._data import check_exactly_once, seq_points
 from tests.reliability.conftest import (
     Record,
@@ -36,7 +37,7 @@ class Producer:
     """``tests.reliability._producer`` in a child process; follows what it acknowledged."""
 
     def __init__(self, config: StorageConfig, spool: Path, *args: str) -> None:
-        env = {**os.environ, "AGTS_DSN": config.database.conninfo()}
+        env = {**os.environ, "AGTS_DSN": conninfo(config.database)}
         env.pop("AGTS_CONFIG", None)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.reliability._producer", "--spool", str(spool), *args],
@@ -188,7 +189,7 @@ def test_archive_sigkilled_while_writing_leaves_no_stray_file_after_the_next_run
     n = 2_000_000  # about a second of Parquet writing: time to catch the temporary file
     with agts.connect(config) as engine:
         engine.insert_metrics_batch(seq_points(0, n, step_us=86_400_000_000 // n, start=day))
-    env = {**os.environ, "AGTS_DSN": config.database.conninfo()}
+    env = {**os.environ, "AGTS_DSN": conninfo(config.database)}
     env.pop("AGTS_CONFIG", None)
     proc = subprocess.Popen([sys.executable, "-c", ARCHIVE_SCRIPT, str(root), day.isoformat()],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -239,7 +240,7 @@ def _migrations_with(tmp_path: Path, sleep: float) -> Path:
 
 
 def _schema_state(config: StorageConfig) -> tuple[list[int], bool, bool]:
-    with psycopg.connect(config.database.conninfo()) as conn:
+    with psycopg.connect(conninfo(config.database)) as conn:
         versions = [r[0] for r in conn.execute(
             "SELECT version FROM agts.schema_migrations WHERE version >= 900 ORDER BY 1")]
         row = conn.execute("SELECT to_regclass('agts.half_done') IS NOT NULL, "
@@ -309,7 +310,7 @@ def test_migrating_process_sigkilled_halfway_leaves_no_trace_and_no_lock(
     config: StorageConfig, tmp_path: Path, record: Record
 ) -> None:
     directory = _migrations_with(tmp_path, sleep=2)
-    env = {**os.environ, "AGTS_DSN": config.database.conninfo()}
+    env = {**os.environ, "AGTS_DSN": conninfo(config.database)}
     proc = subprocess.Popen([sys.executable, "-c", MIGRATE_SCRIPT, str(directory)], cwd=ROOT,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -327,7 +328,7 @@ def test_migrating_process_sigkilled_halfway_leaves_no_trace_and_no_lock(
         steps = MigrationRunner(engine.db, directory=directory, lock_timeout_sec=30).up()
     assert [s.version for s in steps] == [900, 901]
     assert _schema_state(config) == ([900, 901], True, True)
-    with psycopg.connect(config.database.conninfo()) as conn:
+    with psycopg.connect(conninfo(config.database)) as conn:
         assert conn.execute("SELECT x FROM agts.half_done ORDER BY x").fetchall() == [(1,), (2,)]
     record("migrating process SIGKILLed halfway", waited_for_orphan_sec=round(
         time.monotonic() - started, 2), partial_steps_visible=0, reapplied_once=True)

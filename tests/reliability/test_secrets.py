@@ -16,6 +16,7 @@ from psycopg import sql
 
 import agts
 from agts.config import StorageConfig
+from agts.db import conninfo
 from tests.reliability._data import seq_points
 from tests.reliability.conftest import allow_connections, free_port
 
@@ -48,7 +49,7 @@ def test_no_password_in_logs_errors_or_reprs(secret_login: tuple[StorageConfig, 
     cfg, password = secret_login
     caplog.set_level(logging.DEBUG)
     seen: list[str] = [repr(cfg), str(cfg), repr(cfg.database), cfg.database.describe()]
-    dsn_cfg = StorageConfig.from_dsn(cfg.database.conninfo())
+    dsn_cfg = StorageConfig.from_dsn(conninfo(cfg.database))
     seen += [repr(dsn_cfg), repr(dsn_cfg.database)]
     with agts.connect(cfg, migrate=True) as engine:
         seen.append(repr(engine))
@@ -75,8 +76,8 @@ def test_no_password_in_logs_errors_or_reprs(secret_login: tuple[StorageConfig, 
             f"postgresql://someone:{password}@127.0.0.1:{free_port()}/db?connect_timeout=1")),
         lambda: agts.connect(StorageConfig.from_dsn(f"host=127.0.0.1 port={free_port()} "
                                                     f"password={password} connect_timeout=1")),
-        lambda: StorageConfig.load(env={}, overrides={"database": {"dsn": f"password={password} ==="}}
-                                   ).database.conninfo(),
+        lambda: conninfo(StorageConfig.load(
+            env={}, overrides={"database": {"dsn": f"password={password} ==="}}).database),
         lambda: agts.connect(cfg.with_overrides(database={"sslmode": "require"})),
     ]
     for fail in failures:
@@ -94,11 +95,11 @@ def test_no_password_in_cli_output(secret_login: tuple[StorageConfig, str]) -> N
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGTS_")}
     runs = []
     for args, dsn in (
-        (["-vv", "status"], cfg.database.conninfo()),
-        (["-vv", "migrate", "status"], cfg.database.conninfo()),
-        (["-vv", "status"], cfg.with_overrides(database={"port": free_port()}).database.conninfo()),
-        (["-vv", "status"], cfg.with_overrides(database={"password": "x" + password}
-                                               ).database.conninfo()),
+        (["-vv", "status"], conninfo(cfg.database)),
+        (["-vv", "migrate", "status"], conninfo(cfg.database)),
+        (["-vv", "status"], conninfo(cfg.with_overrides(database={"port": free_port()}).database)),
+        (["-vv", "status"], conninfo(cfg.with_overrides(database={"password": "x" + password}
+                                               ).database)),
     ):
         runs.append(subprocess.run([sys.executable, "-m", "agts.cli", *args], capture_output=True,
                                    text=True, env={**env, "AGTS_DSN": dsn}, timeout=120))

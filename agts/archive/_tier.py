@@ -1,0 +1,147 @@
+"""The cold tier as its users hold it: one object for archiving, restoring and reading back.
+
+:class:`ColdTier` takes the parts it uses (the database and the ``archive`` section of the
+configuration) and knows nothing of the engine, the query service or the execution store: they
+hold a ``ColdTier`` and ask it for files and rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from agts._args import check_positive_int, check_range, optional_utc
+from agts.archive._archiver import Archiver, ArchiveReport
+from agts.archive._cold import cold_files, duckdb_connection, read_cold, scan
+from agts.archive._restore import restore
+from agts.archive._store import ArchiveStore
+from agts.archive._tables import METRICS, TableSpec, resolve
+from agts.config import ArchiveConfig
+from agts.db._database import Database
+from agts.errors import ValidationError
+
+__all__ = ["ColdTier"]
+
+log = logging.getLogger(__name__)
+
+_ANY_DROPPED = """
+SELECT 1 FROM agts.archive_units WHERE table_name = %s AND state = 'dropped'
+  AND range_start < %s AND range_end > %s LIMIT 1
+"""
+
+
+def _check_metric_name(name: Any) -> None:
+    if name is not None and (not isinstance(name, str) or not name or "\x00" in name):
+        raise ValidationError(
+            f"metric_name must be a non-empty string without NUL characters, got {name!r}")
+
+
+class ColdTier:
+    """Archived chunk ranges of one database: their manifest there, their files under the roots.
+
+    Parameters
+    ----------
+    db
+        The database whose hypertables are archived (and whose ``agts.archive_units`` /
+        ``agts.archive_files`` are the manifest).
+    config
+        The ``archive`` section: default root and S3 settings.
+    """
+
+    def __init__(self, db: Database, config: ArchiveConfig) -> None:
+        self.db = db
+        self.config = config
+
+    def __repr__(self) -> str:
+        return f"ColdTier(root={self.config.root!r})"
+
+    def store(self, root: str | None = None) -> ArchiveStore:
+        """The store of ``root`` (default ``archive.root``).
+
+        Raises
+        ------
+        ConfigError
+            Neither is set.
+        """
+        return ArchiveStore.from_config(self.config, root)
+
+    def spec(self, table: str) -> TableSpec:
+        """The archive spec of ``table`` (``metrics``, ``orders``, a hypertable name)."""
+        with self.db.connection(f"read the hypertables for {table!r}") as conn:
+            return resolve(conn, table)
+
+    # -- moving data -------------------------------------------------------------------------
+
+    def archive(
+        self, table: str, start: Any = None, end: Any = None, *, drop: bool = False,
+        root: str | None = None, row_group_rows: int = 1_000_000,
+        metric_name: str | None = None,
+    ) -> ArchiveReport:
+        """See :meth:`agts.StorageEngine.archive`."""
+        if not isinstance(table, str) or not table:
+            raise ValidationError(f"table must be a table name, got {table!r}")
+        check_positive_int(row_group_rows, name="row_group_rows")
+        start_utc = optional_utc(start, name="start")
+        end_utc = optional_utc(end, name="end") or datetime.now(UTC)
+        if start_utc is not None and end_utc <= start_utc:
+            raise ValidationError(f"end must be after start, got start={start_utc.isoformat()!r} "
+                                  f"end={end_utc.isoformat()!r}")
+        _check_metric_name(metric_name)
+        store = self.store(root)
+        spec = self.spec(table)
+        if metric_name is not None and spec.name != METRICS:
+            raise ValidationError(
+                f"metric_name applies to table 'metrics' only, got table {table!r}")
+        report = Archiver(self.db, store, spec, row_group_rows=row_group_rows).run(
+            start_utc, end_utc, drop=drop, metric_name=metric_name)
+        log.info("archive %s: %s", spec.name, report)
+        return report
+
+    def restore(self, table: str, start: Any, end: Any, *, root: str | None = None) -> int:
+        """See :meth:`agts.StorageEngine.restore`."""
+        return restore(self.db, self.store, table, start, end, root=root)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def duckdb(self, root: str | None = None) -> duckdb.DuckDBPyConnection:
+        """See :meth:`agts.StorageEngine.cold`."""
+        return duckdb_connection(self.store(root))
+
+    def scan(self, table: str, root: str | None = None) -> pl.LazyFrame:
+        """See :meth:`agts.StorageEngine.scan_cold`."""
+        return scan(self.store(root), table)
+
+    def query(self, table: str, start: Any, end: Any, *, metric_name: str | None = None,
+              root: str | None = None) -> pl.DataFrame:
+        """See :meth:`agts.StorageEngine.query_cold`."""
+        start_utc, end_utc = check_range(start, end)
+        _check_metric_name(metric_name)
+        with self.db.connection(f"read the cold tier of {table!r}") as conn:
+            spec = resolve(conn, table)
+            if metric_name is not None and spec.name != METRICS:
+                raise ValidationError(
+                    f"metric_name applies to table 'metrics' only, got table {table!r}")
+            files = cold_files(conn, spec, start_utc, end_utc, metric_name)
+        return read_cold(self.store, spec, files, start_utc, end_utc, metric_name=metric_name,
+                         root=root)
+
+    def metric_rows(self, names: list[str], start: datetime, end: datetime) -> pl.DataFrame | None:
+        """The archived rows (``timestamp, metric_name, value, labels``) of metrics ``names`` in
+        ``[start, end)`` whose hot rows were dropped, or None when no such range overlaps (one
+        indexed look at the manifest: the common case costs no catalog look-up)."""
+        if not names or start >= end:
+            return None
+        with self.db.connection("read the cold tier of 'metrics'") as conn:
+            if conn.execute(_ANY_DROPPED, [METRICS, end, start]).fetchone() is None:
+                return None
+            spec = resolve(conn, METRICS)
+            one = names[0] if len(names) == 1 else None
+            files = sorted(set(cold_files(conn, spec, start, end, one)))
+        if not files:
+            return None
+        rows = read_cold(self.store, spec, files, start, end, metric_name=one)
+        return rows if one is not None else rows.filter(pl.col("metric_name").is_in(names))
