@@ -175,6 +175,26 @@ _TRANSIENT_STATES = {
 }
 
 
+# The server ended the session (terminated backend, shutdown, still starting): the connection is
+# gone, so the caller sees the same ConnectError as for a refused connection.
+_SHUTDOWN_STATES = {"57P01", "57P02", "57P03"}
+
+_SERVER_LINE = re.compile(r"\b(?:ERROR|FATAL|PANIC):\s+(.*)")
+
+
+def _detail_of(exc: BaseException) -> str:
+    """The line of a driver message that says why: ADBC messages start with the statement it
+    ran (``Failed to execute query '...``) and carry the server's ``ERROR:`` line further down."""
+    text = str(exc).strip()
+    if not text:
+        return type(exc).__name__
+    first = text.splitlines()[0]
+    server = _SERVER_LINE.search(text)
+    if server and server.group(1).strip() and server.group(0) not in first:
+        return f"{first.split(':', 1)[0]}: {server.group(1).strip()}"
+    return first
+
+
 def _sqlstate_of(exc: BaseException) -> str | None:
     state = getattr(exc, "sqlstate", None)
     if isinstance(state, str) and state:
@@ -215,8 +235,7 @@ def translate(exc: BaseException, *, action: str) -> StorageError:
     if isinstance(exc, StorageError):
         return exc
     state = _sqlstate_of(exc)
-    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    message = f"{action} failed: {detail}"
+    message = f"{action} failed: {_detail_of(exc)}"
     if state is None:
         # Lost or refused connections surface from the drivers without a SQLSTATE.
         if _looks_like_connection_failure(exc):
@@ -226,7 +245,7 @@ def translate(exc: BaseException, *, action: str) -> StorageError:
     err: StorageError
     if cls == "23":
         err = ConstraintError(message, constraint=_constraint_of(exc), sqlstate=state)
-    elif cls == "08":
+    elif cls == "08" or state in _SHUTDOWN_STATES:
         err = ConnectError(message, sqlstate=state)
     elif cls == "28":
         err = ConnectError(message, transient=False, sqlstate=state)

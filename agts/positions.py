@@ -43,10 +43,46 @@ _STATE = ("size", "avg_entry_price", "realized_pnl", "fees")
 
 
 def _check_columns(frame: pl.DataFrame, needed: Sequence[str], what: str) -> None:
+    if not isinstance(frame, pl.DataFrame):
+        raise ValidationError(f"{what} must be a polars DataFrame, got {type(frame).__name__}")
     missing = [c for c in needed if c not in frame.columns]
     if missing:
         raise ValidationError(f"{what} lack column(s) {missing!r}; got {frame.columns!r}",
                               column=missing[0])
+
+
+_TIME_COLUMNS = ("timestamp",)
+_TEXT_COLUMNS = ("market", "side", "fee_currency")
+
+
+def _checked(frame: pl.DataFrame, needed: Sequence[str], what: str, *,
+             numbers: Sequence[str] = (), required: Sequence[str] = ()) -> pl.DataFrame:
+    """``frame`` with its columns checked at the door: present, of the right kind (timestamps,
+    text, numbers) and, for ``required``, without nulls; timestamps made UTC (naive = UTC), as
+    everywhere in agts, so frames from different sources join."""
+    _check_columns(frame, needed, what)
+    casts = []
+    for column in frame.columns:
+        dtype = frame.schema[column]
+        if column in _TIME_COLUMNS:
+            if not isinstance(dtype, pl.Datetime):
+                raise ValidationError(f"{what} column {column!r} must hold timestamps, got dtype "
+                                      f"{dtype}", column=column)
+            casts.append(pl.col(column).dt.replace_time_zone("UTC") if dtype.time_zone is None
+                         else pl.col(column).dt.convert_time_zone("UTC"))
+        elif column in _TEXT_COLUMNS and column in needed and not (
+                dtype == pl.String or isinstance(dtype, pl.Categorical | pl.Enum | pl.Null)):
+            raise ValidationError(f"{what} column {column!r} must hold text, got dtype {dtype}",
+                                  column=column)
+        elif column in numbers and not (dtype.is_numeric() or dtype == pl.Null):
+            raise ValidationError(f"{what} column {column!r} must hold numbers, got dtype "
+                                  f"{dtype}", column=column)
+    for column in required:
+        if frame.get_column(column).null_count():
+            row = int(frame.get_column(column).is_null().arg_max())  # type: ignore[arg-type]
+            raise ValidationError(f"{what} column {column!r} row {row}: is null", column=column,
+                                  row=row)
+    return frame.with_columns(casts) if casts else frame
 
 
 def _flat(new: float, scale: float) -> bool:
@@ -154,7 +190,8 @@ def from_fills(
     """
     if method not in get_args(Method):
         raise ValidationError(f"method must be one of {get_args(Method)!r}, got {method!r}")
-    _check_columns(fills, _FILL_COLUMNS, "fills")
+    fills = _checked(fills, _FILL_COLUMNS, "fills", numbers=("price", "size", "fee"),
+                     required=_FILL_COLUMNS)
     bad = fills.filter(~pl.col("side").is_in(["buy", "sell"])).head(1)
     if bad.height:
         raise ValidationError(f"fill side must be 'buy' or 'sell', got {bad['side'][0]!r}",
@@ -202,7 +239,8 @@ def _mark_frame(marks: pl.DataFrame, mark_column: str | None) -> pl.DataFrame:
             raise ValidationError(
                 f"marks need a price column (price, mid or mark) or mark_column=...; got "
                 f"{marks.columns!r}")
-    _check_columns(marks, ("timestamp", "market", mark_column), "marks")
+    marks = _checked(marks, ("timestamp", "market", mark_column), "marks", numbers=(mark_column,),
+                     required=("timestamp", "market"))
     return marks.select("timestamp", "market",
                         pl.col(mark_column).cast(pl.Float64).alias("mark_price")).sort(
         "market", "timestamp")
@@ -240,7 +278,8 @@ def mark_to_market(positions: pl.DataFrame, marks: pl.DataFrame, *,
         unrealized_pnl, net_pnl`` per mark, sorted by market and time; before a market's first
         fill its position is flat with zero PnL.
     """
-    _check_columns(positions, ("timestamp", "market", *_STATE), "positions")
+    positions = _checked(positions, ("timestamp", "market", *_STATE), "positions",
+                         numbers=_STATE, required=("timestamp", "market"))
     m = _mark_frame(marks, mark_column)
     state = positions.select("timestamp", "market", *_STATE).sort("market", "timestamp")
     joined = m.join_asof(state, on="timestamp", by="market", strategy="backward",
@@ -288,10 +327,13 @@ def reconcile(
     wrong = [f for f in fields if f not in allowed]
     if wrong or not fields:
         raise ValidationError(f"fields must be among {allowed!r}, got {list(fields)!r}")
-    if not tolerance >= 0:
+    if isinstance(tolerance, bool) or not isinstance(tolerance, int | float) \
+            or not tolerance >= 0:
         raise ValidationError(f"tolerance must be a non-negative number, got {tolerance!r}")
-    _check_columns(snapshots, ("timestamp", "market", *fields), "snapshots")
-    _check_columns(derived, ("timestamp", "market", *_STATE), "derived positions")
+    snapshots = _checked(snapshots, ("timestamp", "market", *fields), "snapshots",
+                         numbers=fields, required=("timestamp", "market"))
+    derived = _checked(derived, ("timestamp", "market", *_STATE), "derived positions",
+                       numbers=_STATE, required=("timestamp", "market"))
     state = derived.select(
         "timestamp", "market",
         *[pl.col(c).alias(f"d_{c}") for c in ("size", "avg_entry_price", "fees")],

@@ -63,3 +63,28 @@ def test_storage_errors_pass_through() -> None:
     original = agts.ValidationError("bad", column="value", row=3)
     assert translate(original, action="x") is original
     assert (original.column, original.row) == ("value", 3)
+
+
+def test_adbc_errors_say_why_not_only_which_statement(engine: agts.StorageEngine) -> None:
+    """ADBC's message starts with the statement it ran; the server's reason is further down."""
+    with pytest.raises(agts.QueryError) as caught:
+        engine.db.fetch_arrow("\nSELECT 1 / (0 * $1::int)\n", [3], action="run the test")
+    assert "division by zero" in str(caught.value)
+    assert str(caught.value).startswith("run the test failed: ")
+    assert caught.value.sqlstate == "22012"
+
+
+def test_a_terminated_session_is_a_transient_connect_error(engine: agts.StorageEngine) -> None:
+    with engine.db.connection() as conn:
+        pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+        with engine.db.connection() as other:
+            other.execute("SELECT pg_terminate_backend(%s)", [pid])
+        try:
+            conn.execute("SELECT 1")
+        except psycopg.Error as exc:
+            translated = translate(exc, action="run the test")
+        else:
+            raise AssertionError("the terminated session still answered")
+    assert isinstance(translated, agts.ConnectError) and translated.transient
+    with engine.db.connection() as conn:  # the pool replaced the dead connection
+        assert conn.execute("SELECT 1").fetchone() == (1,)

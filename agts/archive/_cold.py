@@ -35,6 +35,16 @@ _PG_TO_POLARS: dict[str, pl.DataType] = {
 }
 
 
+def _existing(store: ArchiveStore) -> ArchiveStore:
+    """``store``, checked to exist: a missing local root (a disk not mounted, a typo) must not read
+    as an empty archive."""
+    if not store.is_s3 and store.fs.get_file_info(store.base).type != pafs.FileType.Directory:
+        raise ArchiveError(
+            f"the archive root {store.root!r} is not a directory (not mounted, moved, or nothing "
+            "archived there yet)", path=store.root)
+    return store
+
+
 def archived_tables(store: ArchiveStore) -> list[str]:
     """Names of the tables that have a ``table=<name>`` folder under the root."""
     selector = pafs.FileSelector(store.base, recursive=False, allow_not_found=True)
@@ -53,11 +63,18 @@ def _dataset(store: ArchiveStore, table: str) -> ds.Dataset:
 
 
 def duckdb_connection(store: ArchiveStore) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with one view per archived table (session time zone UTC)."""
+    """An in-memory DuckDB connection with one view per archived table (session time zone UTC).
+
+    Raises
+    ------
+    ArchiveError
+        The root does not exist, or a file of a table cannot be read (the message names it).
+    """
+    tables = archived_tables(_existing(store))
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
-        for table in archived_tables(store):
+        for table in tables:
             if store.is_s3:
                 con.register(f"_arrow_{table}", _dataset(store, table))
                 con.execute(f'CREATE VIEW "{table}" AS SELECT * FROM "_arrow_{table}"')
@@ -66,6 +83,10 @@ def duckdb_connection(store: ArchiveStore) -> duckdb.DuckDBPyConnection:
             con.execute(
                 f'CREATE VIEW "{table}" AS SELECT * EXCLUDE ("table") FROM read_parquet('
                 f"'{pattern}', hive_partitioning = true, union_by_name = true)")
+    except duckdb.Error as exc:
+        con.close()
+        raise ArchiveError(f"cannot open the archived tables under {store.root!r} in DuckDB: "
+                           f"{str(exc).strip().splitlines()[0]}", path=store.root) from exc
     except BaseException:
         con.close()
         raise
@@ -74,7 +95,7 @@ def duckdb_connection(store: ArchiveStore) -> duckdb.DuckDBPyConnection:
 
 def scan(store: ArchiveStore, table: str) -> pl.LazyFrame:
     """A ``LazyFrame`` over the archived files of ``table`` (with the ``date`` partition column)."""
-    if table not in archived_tables(store):
+    if table not in archived_tables(_existing(store)):
         raise ValidationError(
             f"table {table!r} has no files under {store.root!r}; archived tables: "
             f"{archived_tables(store)!r}")
@@ -143,9 +164,19 @@ def read_files(store: ArchiveStore, paths: list[str], spec: TableSpec, *,
     try:
         return ds.dataset(paths, filesystem=store.fs, format="parquet").to_table(filter=filter)
     except (OSError, pa.ArrowException) as exc:
-        where = paths[0] if len(paths) == 1 else f"{len(paths)} files under {store.root!r}"
-        raise ArchiveError(f"cannot read the archived rows of {spec.name!r} from {where}: "
-                           f"{str(exc).strip().splitlines()[0]}", path=store.root) from exc
+        failed, error = paths[0], exc
+        if len(paths) > 1:  # read them one by one, to name the file that fails
+            for path in paths:
+                try:
+                    ds.dataset([path], filesystem=store.fs, format="parquet").to_table(
+                        filter=filter)
+                except (OSError, pa.ArrowException) as one:
+                    failed, error = path, one
+                    break
+            else:
+                failed = f"{len(paths)} files under {store.root!r}"
+        raise ArchiveError(f"cannot read the archived rows of {spec.name!r} from {failed}: "
+                           f"{str(error).strip().splitlines()[0]}", path=store.root) from exc
 
 
 def cold(root: str | None = None, *, config: StorageConfig | None = None

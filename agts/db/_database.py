@@ -15,7 +15,9 @@ lock it does not get); nothing else in agts translates driver errors.
 from __future__ import annotations
 
 import logging
+import select
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,6 +36,7 @@ __all__ = ["Database", "Edition", "ServerInfo"]
 log = logging.getLogger(__name__)
 
 Edition = Literal["apache", "community"]
+
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,6 @@ class Database:
             timeout=config.connection_timeout_sec,
             open=False,
             name="agts",
-            check=ConnectionPool.check_connection,
         )
         self._adbc_idle: list[Any] = []
         self._adbc_lock = threading.Lock()
@@ -150,8 +152,12 @@ class Database:
             :class:`~agts.errors.ConnectError` when no connection is available in time.
         """
         try:
-            with self._pool.connection() as conn:
-                yield conn
+            conn = self._checkout()
+            try:
+                with conn:  # commits on success, rolls back on an exception
+                    yield conn
+            finally:
+                self._pool.putconn(conn)
         except PoolTimeout as exc:
             raise ConnectError(
                 f"no database connection available from {self.config.describe()} within "
@@ -159,6 +165,18 @@ class Database:
             ) from exc
         except psycopg.Error as exc:
             raise translate(exc, action=action) from exc
+
+    def _checkout(self) -> psycopg.Connection[Any]:
+        """A live pooled connection. The pool's own check would sleep a second after each dead
+        connection (after a server restart every idle one is), so agts checks them itself: free
+        unless the server wrote to the idle socket, and a dead one is simply replaced."""
+        deadline = time.monotonic() + self.config.connection_timeout_sec
+        while True:
+            conn = self._pool.getconn(timeout=max(0.001, deadline - time.monotonic()))
+            if _usable(conn):
+                return conn
+            conn.close()
+            self._pool.putconn(conn)  # the pool replaces a closed connection
 
     @contextmanager
     def exclusive(self, name: str, *, wait: bool | float = False) -> Iterator[bool]:
@@ -209,12 +227,7 @@ class Database:
             A driver error in the block (translated; ``action`` says what failed), or
             :class:`~agts.errors.ConnectError` when no connection can be opened.
         """
-        conn = None
-        with self._adbc_lock:
-            if self._adbc_idle:
-                conn = self._adbc_idle.pop()
-        if conn is None:
-            conn = self._adbc_connect()
+        conn, _ = self._adbc_take(ping=True)
         try:
             yield conn
         except BaseException as exc:
@@ -223,27 +236,69 @@ class Database:
                 raise translate(exc, action=action) from exc
             raise
         else:
-            try:
-                conn.rollback()  # end any read transaction the block left open
-            except Exception:
-                _close_quietly(conn)
-                return
-            with self._adbc_lock:
-                if not self._closed and len(self._adbc_idle) < self._adbc_max_idle:
-                    self._adbc_idle.append(conn)
-                    return
-            _close_quietly(conn)
+            self._adbc_give(conn)
 
     def fetch_arrow(self, query: str, params: Any = (), *, action: str) -> pa.Table:
         """The whole result of one SELECT as Arrow, on a pooled ADBC connection.
 
         ``query`` holds ``$n`` placeholders for ``params`` (or none: an unparameterized SELECT is
         read by ADBC as a binary COPY, the fastest path); it is built from agts' own constants.
+        A read whose reused idle connection turns out dead (the server restarted, or ended the
+        session) runs once more on a new connection: a read is safe to repeat, and this way the
+        pool pays no ping per call. A failure on the new connection is raised.
         """
-        with self.adbc(action) as conn, conn.cursor() as cur:
-            cur.execute(query, parameters=tuple(params) or None)
-            table: pa.Table = cur.fetch_arrow_table()
-        return table
+        while True:
+            conn, reused = self._adbc_take(ping=False)
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(query, parameters=tuple(params) or None)
+                    table: pa.Table = cur.fetch_arrow_table()
+            except BaseException as exc:
+                _close_quietly(conn)
+                if not _is_driver_error(exc):
+                    raise
+                err = translate(exc, action=action)
+                if reused and isinstance(err, ConnectError):
+                    # Once: the idle ones are likely dead too (a restart), so the next try
+                    # opens a new connection; if that one fails as well, the caller hears it.
+                    self._adbc_discard_idle()
+                    continue
+                raise err from exc
+            self._adbc_give(conn)
+            return table
+
+    def _adbc_take(self, *, ping: bool) -> tuple[Any, bool]:
+        """An idle connection (True: reused) or a new one. With ``ping``, an idle connection is
+        checked first (one round trip, ~0.1 ms locally) and dropped if dead: the driver gives no
+        socket to look at, and a restart or an idle-session timeout ends a connection without a
+        word. :meth:`adbc` blocks may write, so they cannot be repeated; they pay the ping."""
+        while True:
+            with self._adbc_lock:
+                if not self._adbc_idle:
+                    break
+                conn = self._adbc_idle.pop()
+            if not ping or _alive(conn):
+                return conn, True
+            _close_quietly(conn)
+        return self._adbc_connect(), False
+
+    def _adbc_discard_idle(self) -> None:
+        with self._adbc_lock:
+            idle, self._adbc_idle = self._adbc_idle, []
+        for conn in idle:
+            _close_quietly(conn)
+
+    def _adbc_give(self, conn: Any) -> None:
+        try:
+            conn.rollback()  # end any read transaction the block left open
+        except Exception:
+            _close_quietly(conn)
+            return
+        with self._adbc_lock:
+            if not self._closed and len(self._adbc_idle) < self._adbc_max_idle:
+                self._adbc_idle.append(conn)
+                return
+        _close_quietly(conn)
 
     def _adbc_connect(self) -> Any:
         import adbc_driver_postgresql.dbapi as adbc_dbapi
@@ -312,6 +367,37 @@ def _is_driver_error(exc: BaseException) -> bool:
     import adbc_driver_manager
 
     return isinstance(exc, psycopg.Error | adbc_driver_manager.Error)
+
+
+def _alive(conn: Any) -> bool:
+    """One round trip on an ADBC connection: False when it is dead."""
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+            cur.fetchall()
+        conn.rollback()
+    except Exception:
+        return False
+    return True
+
+
+def _usable(conn: psycopg.Connection[Any]) -> bool:
+    """Whether an idle psycopg connection works: yes without a round trip unless the server has
+    written to its socket (a termination notice and end of file after a restart, an idle-session
+    timeout, a notification), then one ``SELECT 1`` decides."""
+    if conn.broken or conn.closed:
+        return False
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError, psycopg.Error):
+        readable = [True]
+    if not readable:
+        return True
+    try:
+        ConnectionPool.check_connection(conn)
+    except Exception:
+        return False
+    return True
 
 
 def _close_quietly(conn: Any) -> None:
