@@ -4,6 +4,7 @@ handed back as Polars DataFrames.
 Everything users may touch is imported here; other modules are private.
 """
 
+from agts._aio import AsyncView
 from agts._engine import StorageEngine, connect
 from agts._migrations import MigrationStep
 from agts._roles import RoleNames, create_roles, grant_role
@@ -44,6 +45,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ArchiveError",
     "ArchiveReport",
+    "AsyncView",
     "BackpressureError",
     "ConfigError",
     "ConflictError",

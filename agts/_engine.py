@@ -21,6 +21,7 @@ from agts.errors import ConfigError, ValidationError
 if TYPE_CHECKING:
     import duckdb
 
+    from agts._aio import AsyncView
     from agts._migrations import MigrationStep
     from agts.archive import ArchiveReport, ColdTier
     from agts.ingest import Ingestor, IngestResult, MetricPoint, MetricsWriter
@@ -70,6 +71,19 @@ class StorageEngine:
         for ingestor in list(self.__dict__.get("_ingestors_", ())):
             ingestor.close()
         self.db.close()
+
+    @property
+    def aio(self) -> AsyncView[StorageEngine]:
+        """This engine for asyncio: ``await engine.aio.query_metrics(...)``, any public method,
+        run in a worker thread so the event loop never blocks, at most
+        ``database.max_connections`` at a time per loop (see :class:`agts.AsyncView`)."""
+        view = self.__dict__.get("_aio_")
+        if view is None:
+            from agts._aio import AsyncView
+
+            limit = self.config.database.max_connections
+            view = self.__dict__["_aio_"] = AsyncView(self, limit=limit)
+        return view
 
     @property
     def server(self) -> ServerInfo:
@@ -327,20 +341,108 @@ class StorageEngine:
         labels: Mapping[str, str] | None = None, *,
         labels_in: Mapping[str, Sequence[str]] | None = None,
         shape: Literal["long", "wide"] = "long", bucket: str | timedelta | None = None,
-        aggregation: str | Sequence[str] = "avg", fill: Literal["null", "forward"] | None = None,
+        aggregation: str | Sequence[str] = "avg", group_by: Sequence[str] | None = None,
+        fill: Literal["null", "forward"] | None = None,
         tiers: Literal["hot", "cold", "all"] = "hot",
     ) -> pl.DataFrame:
-        """Several metrics in one frame.
+        """Several metrics in one frame, from one SQL statement.
 
-        ``shape="long"``: the rows of :meth:`query_metrics` (or, with ``bucket``, of
-        :meth:`query_aggregated` plus a ``metric_name`` column) for every metric, ordered by time.
-        ``shape="wide"``: ``timestamp`` plus one column per metric (in the order given), aligned on
-        time (null where a metric has no value); raw wide frames need one series per metric,
-        bucketed ones one aggregation. ``tiers`` as in :meth:`query_metrics`.
+        Parameters
+        ----------
+        metric_names
+            The metrics, in the order their columns (``shape="wide"``) or rows (ties) come.
+        start, end, labels, labels_in, tiers
+            As in :meth:`query_metrics`; the label filters apply to every metric's series.
+        shape
+            ``"long"``: one row per (bucket, metric, group) with a ``metric_name`` column; without
+            ``bucket``, the rows of :meth:`query_metrics` for every metric. ``"wide"``: one row
+            per bucket (and group) with one column per metric (named after it; with several
+            aggregations ``<metric>_<aggregation>``), null where a metric has no value; without
+            ``bucket``, one column per metric of raw points aligned on time (one series per
+            metric).
+        bucket, aggregation, fill
+            As in :meth:`query_aggregated`; the rollups answer where they are exact.
+        group_by
+            Label keys: one row per bucket and combination of their values, across all metrics
+            (``[..., group_by=["hostname"]]`` gives every host's every metric per bucket); a
+            series without a key falls in that key's null group.
+
+        Returns
+        -------
+        pl.DataFrame
+            Long: ``timestamp``, ``metric_name``, the ``group_by`` columns, the aggregations.
+            Wide: ``timestamp``, the ``group_by`` columns, the metric columns. Ordered by bucket,
+            group and (long) the order of ``metric_names``.
         """
         return self._queries().multi(metric_names, start, end, labels, labels_in=labels_in,
                                      shape=shape, bucket=bucket, aggregation=aggregation,
-                                     fill=fill, tiers=tiers)
+                                     group_by=group_by, fill=fill, tiers=tiers)
+
+    def latest(
+        self, metric_name: str | Sequence[str], labels: Mapping[str, str] | None = None, *,
+        labels_in: Mapping[str, Sequence[str]] | None = None, before: Any = None,
+    ) -> pl.DataFrame:
+        """The newest point of every series of ``metric_name`` (one name or several) whose labels
+        match: what a dashboard tile or a risk check asks first.
+
+        Parameters
+        ----------
+        metric_name
+            A metric, or a list of them.
+        labels, labels_in
+            As in :meth:`query_metrics`.
+        before
+            The newest point at or before this time instead (any time form, see
+            :meth:`query_metrics`).
+
+        Returns
+        -------
+        pl.DataFrame
+            One row per series that has a point: ``timestamp``, ``metric_name``, ``value``,
+            ``labels`` (struct) and ``series_id``, ordered by series id — the columns and dtypes
+            of :meth:`query_metrics`.
+
+        Notes
+        -----
+        Without ``before`` it reads one row per series from a table ingest keeps up to date in
+        each batch's transaction (``agts.series_latest``): the newest point stored through agts,
+        also once archived; a late or out-of-order point never replaces a newer one, and at the
+        same instant the first write wins. With ``before`` it probes the ``(series_id, time)``
+        index once per series, and reads the cold tier for series with no hot point that early.
+        """
+        return self._queries().latest(metric_name, labels, labels_in=labels_in, before=before)
+
+    # -- discovery -----------------------------------------------------------------------------
+
+    def metric_names(self) -> pl.DataFrame:
+        """Every metric stored: ``metric_name``, ``series`` (how many label sets),
+        ``first_timestamp``, ``last_timestamp`` and ``points_estimate``, by name."""
+        return self._queries().metric_names()
+
+    def series(
+        self, metric_name: str | Sequence[str], labels: Mapping[str, str] | None = None, *,
+        labels_in: Mapping[str, Sequence[str]] | None = None,
+    ) -> pl.DataFrame:
+        """The series of ``metric_name`` (one or several) whose labels match: ``series_id``,
+        ``metric_name``, ``labels`` (struct), ``first_timestamp``, ``last_timestamp`` (oldest
+        and newest point, also archived) and ``points_estimate`` (points ingested; a batch
+        merged with stored points counts its repeats too), by series id."""
+        return self._queries().series(metric_name, labels, labels_in=labels_in)
+
+    def label_keys(self, metric_name: str | Sequence[str] | None = None) -> pl.DataFrame:
+        """The label keys in use (of ``metric_name``'s series, or of all): ``key``, ``series``
+        (how many series have it) and ``metrics``, by key."""
+        return self._queries().label_keys(metric_name)
+
+    def label_values(
+        self, key: str, metric_name: str | Sequence[str] | None = None,
+        labels: Mapping[str, str] | None = None, *,
+        labels_in: Mapping[str, Sequence[str]] | None = None,
+    ) -> pl.DataFrame:
+        """The values label ``key`` takes among the series of ``metric_name`` (or all) that
+        match ``labels`` / ``labels_in``: ``value`` and ``series``, by value. For dashboards'
+        filter menus: ``label_values("venue", "latency_ms", {"region": "eu"})``."""
+        return self._queries().label_values(key, metric_name, labels, labels_in=labels_in)
 
     def refresh_rollups(self) -> dict[str, int]:
         """Bring the 1-minute and 1-hour rollups up to date (incrementally: from the watermark,

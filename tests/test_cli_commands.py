@@ -23,7 +23,7 @@ from tests.test_cli import run_cli
 LEAVES = [
     ["local"], ["migrate"], ["status"], ["demo"], ["roles"], ["archive", "export"],
     ["archive", "restore"], ["archive", "list"], ["retention", "run"], ["storage"], ["ingest"],
-    ["query"], ["rollups", "refresh"], ["rollups", "status"],
+    ["query"], ["series"], ["labels"], ["rollups", "refresh"], ["rollups", "status"],
 ]
 DAY = datetime(2025, 6, 1, tzinfo=UTC)
 

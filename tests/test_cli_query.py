@@ -107,3 +107,29 @@ def test_query_errors(config: agts.StorageConfig, args: list[str], code: int,
     result = run_cli("query", "latency_ms", *args, config=config)
     assert result.returncode == code, result.stderr
     assert message in result.stderr
+
+
+def test_series_and_labels_list_what_exists(config: agts.StorageConfig) -> None:
+    with agts.connect(config) as engine:
+        engine.insert_metrics_batch([
+            agts.MetricPoint(datetime(2026, 3, 2, h, tzinfo=UTC), "lat", float(h),
+                             {"venue": v, "region": "eu"})
+            for h in range(3) for v in ("okx", "kraken")])
+    metrics = run_cli("series", config=config)
+    assert metrics.returncode == 0, metrics.stderr
+    assert metrics.stdout.splitlines()[0].split() == ["metric", "series", "first", "last",
+                                                      "points", "(est.)"]
+    assert "lat" in metrics.stdout and "2026-03-02T02:00:00.000000+00:00" in metrics.stdout
+    one = json.loads(run_cli("series", "lat", "--labels", "venue=okx", "--json",
+                             config=config).stdout)
+    assert [(r["labels"], r["points_estimate"], r["last_timestamp"]) for r in one] == [
+        ({"region": "eu", "venue": "okx"}, 3, "2026-03-02T02:00:00.000000+00:00")]
+    keys = run_cli("labels", "--metric", "lat", config=config)
+    assert keys.returncode == 0 and keys.stdout.split() == ["key", "series", "metrics",
+                                                            "region", "2", "1", "venue", "2", "1"]
+    values = json.loads(run_cli("labels", "venue", "--json", config=config).stdout)
+    assert values == [{"value": "kraken", "series": 1}, {"value": "okx", "series": 1}]
+    missing = run_cli("series", "latency", config=config)
+    assert missing.returncode == 0 and "no metric 'latency' is stored" in missing.stderr
+    bad = run_cli("labels", "--labels", "a=b", config=config)
+    assert bad.returncode == 2 and "--labels needs a KEY" in bad.stderr

@@ -32,6 +32,18 @@ _METRICS_INSERT = f"""
 INSERT INTO agts.series (metric_name, labels)
 SELECT DISTINCT metric_name, jsonb_object(keys, vals) FROM pg_temp.{_STAGE}
 ON CONFLICT ON CONSTRAINT series_key DO NOTHING;
+INSERT INTO agts.series_latest AS l (series_id, first_time, time, value)
+SELECT DISTINCT ON (s.series_id) s.series_id,
+       min(st."timestamp") OVER (PARTITION BY s.series_id), st."timestamp", st.value
+FROM pg_temp.{_STAGE} st
+JOIN agts.series s
+  ON agts.series_key(s.metric_name, s.labels)
+     = agts.series_key(st.metric_name, jsonb_object(st.keys, st.vals))
+ AND s.metric_name = st.metric_name AND s.labels = jsonb_object(st.keys, st.vals)
+ORDER BY s.series_id, st."timestamp" DESC
+ON CONFLICT (series_id) DO UPDATE SET first_time = least(l.first_time, excluded.first_time),
+    time = CASE WHEN excluded.time > l.time THEN excluded.time ELSE l.time END,
+    value = CASE WHEN excluded.time > l.time THEN excluded.value ELSE l.value END;
 INSERT INTO agts.metric_points (time, series_id, value)
 SELECT st."timestamp", s.series_id, st.value
 FROM pg_temp.{_STAGE} st

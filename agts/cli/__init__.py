@@ -70,6 +70,7 @@ _COMMANDS = [
     "agts.cli._rollups",
     "agts.cli._ingest",
     "agts.cli._query",
+    "agts.cli._discovery",
 ]
 
 

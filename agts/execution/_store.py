@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 import polars as pl
 
+from agts._aio import AsyncView
 from agts._args import Tiers, TimeLike, check_tiers, to_utc
 from agts.archive import ColdTier
 from agts.db._database import Database
@@ -36,6 +37,9 @@ class EngineParts(Protocol):
 
     @property
     def cold_tier(self) -> ColdTier: ...
+
+    @property
+    def aio(self) -> AsyncView[Any]: ...
 
 
 def _uuid_text(value: uuid.UUID | str, *, name: str) -> str:
@@ -75,6 +79,15 @@ class ExecutionStore:
 
     def __repr__(self) -> str:
         return f"ExecutionStore({self.engine!r})"
+
+    @property
+    def aio(self) -> AsyncView[ExecutionStore]:
+        """This store for asyncio (``await store.aio.query_fills(...)``), sharing the engine's
+        bound on calls in flight: see :class:`agts.AsyncView`."""
+        view = self.__dict__.get("_aio_")
+        if view is None:
+            view = self.__dict__["_aio_"] = AsyncView(self, share=self.engine.aio)
+        return view
 
     # -- writes ------------------------------------------------------------------------------
 

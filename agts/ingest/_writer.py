@@ -6,7 +6,9 @@ One batch is one transaction on one ADBC connection:
    stored before, and nothing is written;
 2. the batch's ledger row is inserted (a concurrent writer of the same batch id now waits on it);
 3. the points, sorted by (series_id, time), go in by ``adbc_ingest`` (one binary COPY);
-4. commit.
+4. the newest point of each series in the batch goes into ``agts.series_latest`` when it is newer
+   than the one there (migration 0009: latest-value queries read one row per series);
+5. commit.
 
 If the COPY hits the unique (series_id, time) key (some points were stored before, by another
 batch or an earlier attempt that lost its acknowledgement), the transaction is rolled back and the
@@ -35,7 +37,7 @@ from agts.db._database import Database
 from agts.errors import StorageError
 from agts.ingest._normalize import Normalized
 
-__all__ = ["MetricsWriter", "WriteOutcome"]
+__all__ = ["MetricsWriter", "WriteOutcome", "latest_upsert"]
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +193,7 @@ class MetricsWriter:
                         return WriteOutcome(bid, written, height - written, False, new,
                                             table.nbytes, "merge")
                     cur.execute(_ledger_update(bid, table.num_rows, in_batch))
+                    cur.execute(latest_upsert(table))
                 conn.commit()
         except StorageError as exc:
             if exc.sqlstate == "23505" and "ingest_batches" in str(exc):
@@ -265,7 +268,32 @@ def _merge(cur: Any, bid: str, table: pa.Table, in_batch: int, low: Any, high: A
     row = cur.fetchone()
     written = int(row[0]) if row else 0
     cur.execute(_ledger_update(bid, written, in_batch + table.num_rows - written))
+    cur.execute(latest_upsert(table))
     return written
+
+
+def latest_upsert(points: pa.Table) -> str:
+    """The upsert of ``agts.series_latest`` for ``points`` (``time, series_id, value``, sorted by
+    series and time as :meth:`MetricsWriter.prepare` gives them): per series its oldest time, its
+    newest point and how many points; the newest replaces the stored one only when newer (a late
+    point leaves it; at the same instant the first write wins, as in ``agts.metric_points``).
+    Rows go in series order, so concurrent writers lock them in the same order."""
+    frame = pl.from_arrow(points)
+    assert isinstance(frame, pl.DataFrame)
+    per = frame.group_by("series_id", maintain_order=True).agg(
+        pl.col("time").first().alias("first"), pl.col("time").last(), pl.col("value").last(),
+        pl.len().alias("n"))
+    return sql.SQL(
+        "INSERT INTO agts.series_latest AS l (series_id, first_time, time, value, points) "
+        "SELECT * FROM unnest({}::int[], {}::timestamptz[], {}::timestamptz[], {}::float8[], "
+        "{}::int8[]) ORDER BY 1 "
+        "ON CONFLICT (series_id) DO UPDATE SET "
+        "first_time = least(l.first_time, excluded.first_time), "
+        "time = CASE WHEN excluded.time > l.time THEN excluded.time ELSE l.time END, "
+        "value = CASE WHEN excluded.time > l.time THEN excluded.value ELSE l.value END, "
+        "points = l.points + excluded.points"
+    ).format(*(sql.Literal(per.get_column(c).to_list())
+               for c in ("series_id", "first", "time", "value", "n"))).as_string(None)
 
 
 def _ledger_update(bid: str, rows: int, duplicates: int) -> str:

@@ -81,7 +81,9 @@ class QueryCache:
     def cacheable(self, end: datetime) -> bool:
         return self.enabled and end <= datetime.now(UTC) - CLOSED_AFTER
 
-    def get(self, key: Hashable) -> pl.DataFrame | None:
+    def get(self, key: Hashable, *, action: str) -> pl.DataFrame | None:
+        """The cached result of ``key`` if the rows under it are unchanged; ``action`` names the
+        query in an error (the check reads the ingest ledger)."""
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
@@ -90,16 +92,16 @@ class QueryCache:
                 del self._entries[key]
                 return None
             self._entries.move_to_end(key)
-        if entry.start < entry.end and self._changed(entry):
+        if entry.start < entry.end and self._changed(entry, action):
             with self._lock:
                 self._entries.pop(key, None)
             return None
         return entry.frame
 
-    def mark(self, start: datetime, end: datetime) -> Marker | None:
+    def mark(self, start: datetime, end: datetime, *, action: str) -> Marker | None:
         """Call before computing a result to cache: the state of ``[start, end)`` (None: do not
         cache, the schema predates migration 0007)."""
-        return self._touching(None, start, end)
+        return self._touching(None, start, end, action)
 
     def put(self, key: Hashable, frame: pl.DataFrame, start: datetime, end: datetime,
             marker: Marker) -> None:
@@ -113,12 +115,13 @@ class QueryCache:
         with self._lock:
             self._entries.clear()
 
-    def _changed(self, entry: _Entry) -> bool:
-        return self._touching(entry.batches[0], entry.start, entry.end) != entry.batches
+    def _changed(self, entry: _Entry, action: str) -> bool:
+        return self._touching(entry.batches[0], entry.start, entry.end, action) != entry.batches
 
-    def _touching(self, xmin: str | None, start: datetime, end: datetime) -> Marker | None:
+    def _touching(self, xmin: str | None, start: datetime, end: datetime,
+                  action: str) -> Marker | None:
         """The marker of ``[start, end)``; ``xmin`` None takes a new one (when marking)."""
-        with self._db.connection("check the query cache") as conn, conn.cursor() as cur:
+        with self._db.connection(action) as conn, conn.cursor() as cur:
             try:
                 with conn.transaction():
                     if xmin is None:

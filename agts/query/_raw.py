@@ -27,7 +27,7 @@ from psycopg import sql
 from agts.db._database import Database
 from agts.query._series import label_struct
 
-__all__ = ["RAW_SCHEMA", "empty_raw", "fetch_page", "iter_pages", "with_series"]
+__all__ = ["RAW_SCHEMA", "empty_raw", "fetch_page", "iter_pages", "typed_points", "with_series"]
 
 RAW_SCHEMA = {"timestamp": pl.Datetime("us", "UTC"), "metric_name": pl.String,
               "value": pl.Float64, "series_id": pl.Int32}
@@ -75,6 +75,11 @@ def _typed(frame: pl.DataFrame, series_ids: list[int]) -> pl.DataFrame:
     if frame.schema == _POINTS:  # what ADBC returns: nothing to cast
         return frame
     return frame.select(pl.col(name).cast(dtype) for name, dtype in _POINTS.items())
+
+
+def typed_points(table: pa.Table) -> pl.DataFrame:
+    """A result with ``timestamp, series_id, value`` as points with the exact dtypes."""
+    return _typed(_frame(table), [])
 
 
 def fetch_page(

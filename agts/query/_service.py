@@ -12,12 +12,13 @@ from typing import Any
 
 import polars as pl
 
-from agts._args import Tiers, check_choice, check_positive_int, check_range, check_tiers
+from agts._args import Tiers, check_choice, check_positive_int, check_range, check_tiers, to_utc
 from agts.archive import ColdTier
 from agts.config import QueryConfig
 from agts.db._database import Database
 from agts.errors import ResultTooLargeError, ValidationError
 from agts.query import _aggregate as agg
+from agts.query import _discovery
 from agts.query._args import (
     AggSpec,
     GapFill,
@@ -32,9 +33,10 @@ from agts.query._args import (
     parse_cursor,
 )
 from agts.query._cache import QueryCache, QueryStats
+from agts.query._latest import latest_points
 from agts.query._raw import empty_raw, fetch_page, iter_pages, with_series
 from agts.query._rollups import choose, read_view, refresh, status
-from agts.query._series import resolve_series
+from agts.query._series import SeriesResolver
 from agts.query._tiers import aggregate_points, bucket_floor, cold_points
 
 __all__ = ["AggregatedArgs", "MetricsQueries", "check_aggregated", "next_cursor"]
@@ -128,6 +130,7 @@ class MetricsQueries:
         self._config = config
         self._community = community
         self._cold = cold
+        self._series = SeriesResolver(db)
         self.cache = QueryCache(db, ttl_sec=config.cache_ttl_sec,
                                 max_entries=config.cache_max_entries)
         self.stats = QueryStats()
@@ -165,11 +168,11 @@ class MetricsQueries:
                 raise ValidationError(
                     f"iter_batches=True reads the hot tier only, got tiers={tiers!r}; page with "
                     "limit= and after= (supported with every tiers value), or pass tiers='hot'")
-            series = resolve_series(self._db, names, label_map, in_map)
+            series = self._series.resolve(names, label_map, in_map)
             return self._stream(series, start_utc, end_utc, batch_size, cursor, began)
         key = (kind, tiers, tuple(names), start_utc, end_utc, _key_part(label_map),
                _key_part(in_map), limit, cursor)
-        return self._cached(kind, key, start_utc, end_utc, began, lambda: self._raw_frame(
+        return self._cached(kind, key, names, start_utc, end_utc, began, lambda: self._raw_frame(
             names, start_utc, end_utc, label_map, in_map, limit, cursor, tiers))
 
     def _raw_frame(
@@ -177,7 +180,7 @@ class MetricsQueries:
         labels_in: dict[str, list[str]], limit: int | None, cursor: tuple[datetime, int] | None,
         tiers: Tiers,
     ) -> pl.DataFrame:
-        series = resolve_series(self._db, names, labels, labels_in)
+        series = self._series.resolve(names, labels, labels_in)
         if series.is_empty() or start >= end:
             return empty_raw(series)
         max_results = self._config.max_results
@@ -228,18 +231,19 @@ class MetricsQueries:
                              max_results=self._config.max_results)
         key = (kind, tiers, a.name, a.start, a.end, bucket_micros(a.width), a.specs,
                _key_part(a.labels), _key_part(a.labels_in), tuple(a.keys), a.fill)
-        return self._cached(kind, key, a.start, a.end, began, lambda: self._aggregate(
-            a.name, a.start, a.end, a.width, a.specs, a.labels, a.labels_in, a.keys, a.fill,
+        return self._cached(kind, key, [a.name], a.start, a.end, began, lambda: self._aggregate(
+            [a.name], a.start, a.end, a.width, a.specs, a.labels, a.labels_in, a.keys, a.fill,
             tiers))
 
     @staticmethod
-    def _check_group_by(group_by: Any, specs: tuple[AggSpec, ...]) -> list[str]:
+    def _check_group_by(group_by: Any, specs: tuple[AggSpec, ...], *,
+                        taken: tuple[str, ...] = ()) -> list[str]:
         if group_by is None:
             return []
         keys = [group_by] if isinstance(group_by, str) else group_by
         if not isinstance(keys, Sequence) or not all(isinstance(k, str) and k for k in keys):
             raise ValidationError(f"group_by must be a list of label keys, got {group_by!r}")
-        taken = {"timestamp", *(spec.name for spec in specs)}
+        taken = ("timestamp", *taken, *(spec.name for spec in specs))
         for k in keys:
             if k in taken:
                 raise ValidationError(
@@ -249,28 +253,31 @@ class MetricsQueries:
         return list(keys)
 
     def _aggregate(
-        self, name: str, start: datetime, end: datetime, width: timedelta,
+        self, names: list[str], start: datetime, end: datetime, width: timedelta,
         specs: tuple[AggSpec, ...], labels: dict[str, str], labels_in: dict[str, list[str]],
-        keys: list[str], fill: str | None, tiers: Tiers = "hot",
+        keys: list[str], fill: str | None, tiers: Tiers = "hot", *, by_metric: bool = False,
     ) -> pl.DataFrame:
-        schema = agg.result_schema(specs, keys)
-        series = resolve_series(self._db, [name], labels, labels_in)
+        """One statement for every series of ``names``: per bucket and group (the values of the
+        label ``keys``, with ``by_metric`` the metric name first)."""
+        groups = Groups(keys, by_metric)
+        schema = agg.result_schema(specs, groups.columns)
+        series = self._series.resolve(names, labels, labels_in)
         if series.is_empty() or start >= end:
             frame = pl.DataFrame(schema=schema)
         elif tiers == "hot":
-            frame = self._aggregate_sql(series, start, end, width, specs, keys, schema)
+            frame = self._aggregate_sql(series, start, end, width, specs, groups, schema)
         else:
-            frame = self._aggregate_tiers(series, start, end, width, specs, keys, schema, tiers)
+            frame = self._aggregate_tiers(series, start, end, width, specs, groups, schema, tiers)
         if fill is not None:
-            frame = agg.gap_fill(frame, start=start, end=end, bucket=width, group_by=keys,
-                                 fill=fill)
+            frame = agg.gap_fill(frame, start=start, end=end, bucket=width,
+                                 group_by=groups.columns, fill=fill)
         if frame.height > self._config.max_results:
             raise _too_large(self._config.max_results, f"{frame.height} rows", _AGG_ADVICE)
         return frame
 
     def _aggregate_tiers(
         self, series: pl.DataFrame, start: datetime, end: datetime, width: timedelta,
-        specs: tuple[AggSpec, ...], keys: list[str], schema: dict[str, pl.DataType],
+        specs: tuple[AggSpec, ...], groups: Groups, schema: dict[str, pl.DataType],
         tiers: Tiers,
     ) -> pl.DataFrame:
         """The buckets from the first to the last cold row are aggregated in Polars from the raw
@@ -278,94 +285,141 @@ class MetricsQueries:
         (rollups included). With no cold row in the range it is the hot query unchanged."""
         cold = cold_points(self._cold, series, start, end)
         if cold.is_empty() and tiers == "all":
-            return self._aggregate_sql(series, start, end, width, specs, keys, schema)
+            return self._aggregate_sql(series, start, end, width, specs, groups, schema)
         if cold.is_empty() or tiers == "cold":
-            return aggregate_points(cold, series, width, specs, keys)
+            return aggregate_points(cold, groups.frame(series), width, specs, groups.columns)
         low = max(start, bucket_floor(cold.get_column("timestamp").min(), width))  # type: ignore[arg-type]
         high = min(end, bucket_floor(cold.get_column("timestamp").max(), width) + width)  # type: ignore[arg-type]
         ids = series.get_column("series_id").to_list()
         middle = pl.concat([cold, fetch_page(self._db, ids, low, high, limit=None, after=None,
                                              server_order=False)])
-        parts = [self._aggregate_sql(series, lo, hi, width, specs, keys, schema)
+        parts = [self._aggregate_sql(series, lo, hi, width, specs, groups, schema)
                  for lo, hi in ((start, low), (high, end)) if lo < hi]
-        parts.append(aggregate_points(middle, series, width, specs, keys))
-        return pl.concat(parts).sort(["timestamp", *keys], nulls_last=True)
+        parts.append(aggregate_points(middle, groups.frame(series), width, specs, groups.columns))
+        return pl.concat(parts).sort(["timestamp", *groups.columns], nulls_last=True)
 
     def _aggregate_sql(
         self, series: pl.DataFrame, start: datetime, end: datetime, width: timedelta,
-        specs: tuple[AggSpec, ...], keys: list[str], schema: dict[str, pl.DataType],
+        specs: tuple[AggSpec, ...], groups: Groups, schema: dict[str, pl.DataType],
     ) -> pl.DataFrame:
         ids = series.get_column("series_id").to_list()
-        label_sets = [json.loads(text) for text in series.get_column("labels_json").to_list()]
-        groups = [[labels.get(k) for labels in label_sets] for k in keys]
+        values = groups.values(series)
         rollup = choose(specs, width, start, end)
         view = read_view(self._db, rollup, start, end) if rollup is not None else None
         if view is not None and view.watermark is not None and start < view.watermark:
             query, params = agg.rollup_sql(
-                view.rollup.table, specs, groups, ids=ids, start=start, end=end, bucket=width,
+                view.rollup.table, specs, values, ids=ids, start=start, end=end, bucket=width,
                 width=view.rollup.width, watermark=view.watermark, dirty=view.dirty)
             log.debug("aggregate from %s (watermark %s, dirty %s)", view.rollup.name,
                       view.watermark, view.dirty)
         else:
-            query = agg.raw_sql(specs, len(keys))
+            query = agg.raw_sql(specs, len(values))
             fractions = [spec.fraction for spec in specs if spec.fraction is not None]
-            params = [ids, start, end, width, agg.ORIGIN, *groups, *fractions]
+            params = [ids, start, end, width, agg.ORIGIN, *values, *fractions]
         table = self._db.fetch_arrow(query, params, action="query aggregated metrics")
         frame = pl.from_arrow(table)
         assert isinstance(frame, pl.DataFrame)
-        frame = frame.rename({f"g{i}": k for i, k in enumerate(keys)})
+        frame = frame.rename({f"g{i}": k for i, k in enumerate(groups.columns)})
         return frame.select([pl.col(c).cast(t) for c, t in schema.items()])
+
+    # -- latest values -------------------------------------------------------------------------
+
+    def latest(self, metric_names: str | Sequence[str], labels: Any = None, *,
+               labels_in: Any = None, before: Any = None) -> pl.DataFrame:
+        began = time.perf_counter()
+        names = _metric_names(metric_names)
+        label_map, in_map = check_labels(labels), check_labels_in(labels_in)
+        at = None if before is None else to_utc(before, name="before")
+        series = self._series.resolve(names, label_map, in_map)
+        frame = with_series(latest_points(self._db, self._cold, series, at), series)
+        self.stats.record("latest", seconds=time.perf_counter() - began, rows=frame.height,
+                          cache=None)
+        return frame
+
+    # -- discovery -----------------------------------------------------------------------------
+
+    def metric_names(self) -> pl.DataFrame:
+        return self._timed("discovery", lambda: _discovery.metric_names(self._db))
+
+    def series(self, metric_names: str | Sequence[str], labels: Any = None, *,
+               labels_in: Any = None) -> pl.DataFrame:
+        names = _metric_names(metric_names)
+        label_map, in_map = check_labels(labels), check_labels_in(labels_in)
+        return self._timed("discovery", lambda: _discovery.series_of(
+            self._db, self._series, names, label_map, in_map))
+
+    def label_keys(self, metric_names: str | Sequence[str] | None = None) -> pl.DataFrame:
+        names = None if metric_names is None else _metric_names(metric_names)
+        return self._timed("discovery", lambda: _discovery.label_keys(self._db, names))
+
+    def label_values(self, key: str, metric_names: str | Sequence[str] | None = None,
+                     labels: Any = None, *, labels_in: Any = None) -> pl.DataFrame:
+        check_metric_name(key, what="key")
+        names = None if metric_names is None else _metric_names(metric_names)
+        label_map, in_map = check_labels(labels), check_labels_in(labels_in)
+        return self._timed("discovery", lambda: _discovery.label_values(
+            self._db, key, names, label_map, in_map))
+
+    def _timed(self, kind: str, compute: Any) -> pl.DataFrame:
+        began = time.perf_counter()
+        frame: pl.DataFrame = compute()
+        self.stats.record(kind, seconds=time.perf_counter() - began, rows=frame.height,
+                          cache=None)
+        return frame
 
     # -- several metrics -----------------------------------------------------------------------
 
     def multi(
         self, metric_names: Sequence[str], start: Any, end: Any, labels: Any = None, *,
         labels_in: Any = None, shape: Shape = "long", bucket: Any = None,
-        aggregation: Any = "avg", fill: GapFill | None = None, tiers: Tiers = "hot",
+        aggregation: Any = "avg", group_by: Sequence[str] | None = None,
+        fill: GapFill | None = None, tiers: Tiers = "hot",
     ) -> pl.DataFrame:
-        if isinstance(metric_names, str) or not isinstance(metric_names, Sequence) \
-                or not metric_names:
+        began = time.perf_counter()
+        if isinstance(metric_names, str):
             raise ValidationError(
                 f"metric_names must be a non-empty list of names, got {metric_names!r}")
-        names = [check_metric_name(n, what="metric_names item") for n in metric_names]
-        if len(set(names)) != len(names):
-            raise ValidationError(f"metric_names lists a name twice: {names!r}")
+        names = _metric_names(metric_names)
         check_choice(shape, Shape, name="shape")
+        check_tiers(tiers)
         if bucket is None:
-            if fill is not None:
-                raise ValidationError("fill= needs bucket= (gap filling works on buckets)")
+            if fill is not None or group_by is not None:
+                raise ValidationError("fill= and group_by= need bucket= (they work on buckets)")
             frame = self._raw(names, start, end, labels, labels_in=labels_in, limit=None,
                               after=None, iter_batches=False, batch_size=DEFAULT_BATCH_SIZE,
                               kind="multi", tiers=tiers)
             assert isinstance(frame, pl.DataFrame)
             return frame if shape == "long" else _wide_raw(frame, names)
-        specs = parse_aggregations(aggregation)
-        if shape == "wide" and len(specs) != 1:
-            raise ValidationError(
-                f"shape='wide' takes one aggregation (one column per metric), got {aggregation!r}")
-        parts = [self.aggregated(n, start, end, bucket, aggregation, labels, labels_in=labels_in,
-                                 fill=fill, kind="multi", tiers=tiers) for n in names]
+        a = check_aggregated(names[0], start, end, bucket, aggregation, labels,
+                             labels_in=labels_in, group_by=None, fill=fill,
+                             max_results=self._config.max_results)
+        keys = self._check_group_by(group_by, a.specs, taken=("metric_name",))
+        key = ("multi", tiers, shape, tuple(names), a.start, a.end, bucket_micros(a.width),
+               a.specs, _key_part(a.labels), _key_part(a.labels_in), tuple(keys), a.fill)
+        long = self._cached("multi", key, names, a.start, a.end, began, lambda: self._aggregate(
+            names, a.start, a.end, a.width, a.specs, a.labels, a.labels_in, keys, a.fill, tiers,
+            by_metric=True))
+        order = pl.col("metric_name").replace_strict(names, list(range(len(names))),
+                                                     return_dtype=pl.Int32)
+        long = long.sort([pl.col("timestamp"), *(pl.col(k) for k in keys), order],
+                         nulls_last=True)
         if shape == "long":
-            return pl.concat([p.with_columns(pl.lit(n).alias("metric_name")) for n, p in
-                              zip(names, parts, strict=True)]).sort(
-                "timestamp", maintain_order=True).select(
-                "timestamp", "metric_name", *(s.name for s in specs))
-        column = specs[0].name
-        return _align([p.select("timestamp", pl.col(column).alias(n))
-                       for n, p in zip(names, parts, strict=True)])
+            return long.select("timestamp", "metric_name", *keys, *(s.name for s in a.specs))
+        return _wide_aggregated(long, names, keys, [s.name for s in a.specs])
 
     # -- cache, statistics, rollups -------------------------------------------------------------
 
-    def _cached(self, kind: str, key: Any, start: datetime, end: datetime, began: float,
-                compute: Any) -> pl.DataFrame:
+    def _cached(self, kind: str, key: Any, names: list[str], start: datetime, end: datetime,
+                began: float, compute: Any) -> pl.DataFrame:
         cacheable = self.cache.cacheable(end)
+        action = f"query metric {', '.join(map(repr, names[:3]))}{', ...' if len(names) > 3 else ''}"
         if cacheable:
-            hit = self.cache.get(key)
+            hit = self.cache.get(key, action=action)
             if hit is not None:
                 self.stats.record(kind, seconds=time.perf_counter() - began, rows=hit.height,
                                   cache=True)
                 return hit
-        marker = self.cache.mark(start, end) if cacheable else None
+        marker = self.cache.mark(start, end, action=action) if cacheable else None
         frame: pl.DataFrame = compute()
         if marker is not None:
             self.cache.put(key, frame, start, end, marker)
@@ -384,6 +438,46 @@ class MetricsQueries:
         return status(self._db, community=self._community)
 
 
+@dataclass(frozen=True)
+class Groups:
+    """What an aggregated query groups by within a bucket: the values of label ``keys`` (null for
+    a series without the key) and, with ``by_metric``, first the metric name (several metrics in
+    one statement)."""
+
+    keys: list[str]
+    by_metric: bool = False
+
+    @property
+    def columns(self) -> list[str]:
+        return ["metric_name", *self.keys] if self.by_metric else list(self.keys)
+
+    def values(self, series: pl.DataFrame) -> list[list[str | None]]:
+        """One list per group column: each series' value (the SQL's group arrays)."""
+        label_sets = [json.loads(text) for text in series.get_column("labels_json").to_list()]
+        out = [[labels.get(k) for labels in label_sets] for k in self.keys]
+        return [series.get_column("metric_name").to_list(), *out] if self.by_metric else out
+
+    def frame(self, series: pl.DataFrame) -> pl.DataFrame:
+        """``series_id`` and the group columns, one row per series (the Polars path's)."""
+        return pl.DataFrame(
+            {"series_id": series.get_column("series_id"),
+             **dict(zip(self.columns, self.values(series), strict=True))},
+            schema={"series_id": pl.Int32, **dict.fromkeys(self.columns, pl.String)})
+
+
+def _metric_names(metric_names: Any) -> list[str]:
+    """One name or a non-empty list of distinct names."""
+    if isinstance(metric_names, str):
+        return [check_metric_name(metric_names)]
+    if not isinstance(metric_names, Sequence) or not metric_names:
+        raise ValidationError(
+            f"metric_names must be a non-empty list of names, got {metric_names!r}")
+    names = [check_metric_name(n, what="metric_names item") for n in metric_names]
+    if len(set(names)) != len(names):
+        raise ValidationError(f"metric_names lists a name twice: {names!r}")
+    return names
+
+
 def _wide_raw(frame: pl.DataFrame, names: list[str]) -> pl.DataFrame:
     counts = frame.group_by("metric_name").agg(pl.col("series_id").n_unique().alias("n"))
     several = counts.filter(pl.col("n") > 1).get_column("metric_name").to_list()
@@ -393,6 +487,26 @@ def _wide_raw(frame: pl.DataFrame, names: list[str]) -> pl.DataFrame:
             "label sets; narrow labels=, or pass bucket= and aggregation= to combine them")
     return _align([frame.filter(pl.col("metric_name") == n).select(
         "timestamp", pl.col("value").alias(n)) for n in names])
+
+
+def _wide_aggregated(long: pl.DataFrame, names: list[str], keys: list[str],
+                     aggs: list[str]) -> pl.DataFrame:
+    """One row per bucket (and group), one column per metric: named after the metric for one
+    aggregation, ``<metric>_<aggregation>`` for several; null where a metric has no value."""
+    index = ["timestamp", *keys]
+    columns = {(n, agg_): n if len(aggs) == 1 else f"{n}_{agg_}" for n in names for agg_ in aggs}
+    clash = sorted(set(columns.values()) & set(index))
+    if clash:
+        raise ValidationError(f"shape='wide' would name a metric column like a key column: "
+                              f"{clash!r}; use shape='long'")
+    schema = long.schema
+    rows = long.select(index).unique(maintain_order=True)
+    for n in names:
+        part = long.filter(pl.col("metric_name") == n).select(
+            *index, *(pl.col(a).alias(columns[(n, a)]) for a in aggs))
+        rows = rows.join(part, on=index, how="left", nulls_equal=True, maintain_order="left")
+    return rows.select(*index, *(pl.col(columns[(n, a)]).cast(schema[a]) for n in names
+                                 for a in aggs))
 
 
 def _align(parts: list[pl.DataFrame]) -> pl.DataFrame:

@@ -76,18 +76,15 @@ def _polars_agg(spec: AggSpec) -> pl.Expr:
     return expr.alias(spec.name)
 
 
-def aggregate_points(points: pl.DataFrame, series: pl.DataFrame, width: timedelta,
+def aggregate_points(points: pl.DataFrame, groups: pl.DataFrame, width: timedelta,
                      specs: tuple[AggSpec, ...], keys: list[str]) -> pl.DataFrame:
     """Bucket ``timestamp, series_id, value`` like ``time_bucket(width, time, epoch)`` and
-    aggregate per bucket (and label group), as :func:`agts.query._aggregate.raw_sql` does."""
+    aggregate per bucket and group (``groups``: ``series_id`` and each series' value of the
+    group columns ``keys``), as :func:`agts.query._aggregate.raw_sql` does."""
     schema = agg.result_schema(specs, keys)
     if points.is_empty():
         return pl.DataFrame(schema=schema)
     step = width // timedelta(microseconds=1)
-    label_sets = [json.loads(t) for t in series.get_column("labels_json").to_list()]
-    groups = pl.DataFrame({"series_id": series.get_column("series_id"),
-                           **{k: [ls.get(k) for ls in label_sets] for k in keys}},
-                          schema={"series_id": pl.Int32, **dict.fromkeys(keys, pl.String)})
     bucketed = points.join(groups, on="series_id", how="left").with_columns(
         (pl.col("timestamp").dt.epoch("us") // step * step).cast(pl.Datetime("us", "UTC"))
         .alias("_bucket"))

@@ -216,11 +216,42 @@ def _expire(
                 return
             report.chunks_dropped += len(dropped)
             report.rows_dropped += int(rows[0]) if rows else 0
+            if spec.name == METRICS:
+                _recompute_latest(conn, expired[0].range_start, cutoff)
         else:
             cur = conn.execute(sql.SQL("DELETE FROM {} WHERE {}").format(
                 spec.identifier, spec.where(expired[0].range_start, expired[-1].range_end,
                                             metric_name)))
             report.rows_deleted += max(cur.rowcount, 0)
+            _recompute_latest(conn, expired[0].range_start, expired[-1].range_end, metric_name)
+
+
+def _recompute_latest(conn: Any, start: datetime, end: datetime,
+                      metric_name: str | None = None) -> None:
+    """Points of ``[start, end)`` deleted without an archive are gone from every tier: series
+    whose newest (or oldest) point was among them get the newest (oldest) hot one left, or lose
+    their row."""
+    touched = [r[0] for r in conn.execute(
+        "SELECT l.series_id FROM agts.series_latest AS l WHERE "
+        "((l.time >= %s AND l.time < %s) OR (l.first_time >= %s AND l.first_time < %s)) AND "
+        "(%s::text IS NULL OR l.series_id IN (SELECT series_id FROM agts.series "
+        "WHERE metric_name = %s::text))",
+        [start, end, start, end, metric_name, metric_name]).fetchall()]
+    if not touched:
+        return
+    conn.execute(
+        """
+        UPDATE agts.series_latest AS l SET first_time = f.time, time = p.time, value = p.value
+        FROM unnest(%s::int[]) AS g(id)
+        CROSS JOIN LATERAL (SELECT m.time, m.value FROM agts.metric_points AS m
+                            WHERE m.series_id = g.id ORDER BY m.time DESC LIMIT 1) AS p
+        CROSS JOIN LATERAL (SELECT m.time FROM agts.metric_points AS m
+                            WHERE m.series_id = g.id ORDER BY m.time LIMIT 1) AS f
+        WHERE l.series_id = g.id
+        """, [touched])
+    conn.execute(  # no hot point left: none anywhere
+        "DELETE FROM agts.series_latest AS l WHERE l.series_id = ANY(%s::int[]) AND NOT EXISTS "
+        "(SELECT 1 FROM agts.metric_points AS m WHERE m.series_id = l.series_id)", [touched])
 
 
 def _compress(db: Database, policies: list[TablePolicy], before: datetime,
