@@ -253,7 +253,12 @@ values = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-
                    st.none())
 
 
-def _valid_point(name: str, labels: dict[str, str], value: Any) -> bool:
+def _valid_point(ts: dt.datetime, name: str, labels: dict[str, str], value: Any) -> bool:
+    utc = ts if ts.tzinfo else ts.replace(tzinfo=dt.UTC)
+    # The documented range (0002-01-01 to 9998-12-31 UTC); compared as offsets, as the extreme
+    # values cannot be converted to UTC.
+    if not (dt.datetime(2, 1, 1, tzinfo=dt.UTC) <= utc < dt.datetime(9999, 1, 1, tzinfo=dt.UTC)):
+        return False
     if not name or len(name) > 256 or "\x00" in name:
         return False
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
@@ -278,7 +283,7 @@ def test_any_points_are_stored_exactly_as_documented_or_refused(
     # One fresh label per run, so earlier examples never collide with this one.
     points = [agts.MetricPoint(p.timestamp, p.metric_name, p.value, {**p.labels, "run": str(run)})
               for p in points]
-    valid = all(_valid_point(p.metric_name, dict(p.labels), p.value) for p in points)
+    valid = all(_valid_point(p.timestamp, p.metric_name, dict(p.labels), p.value) for p in points)
     before = fingerprint(shared)
     try:
         result = shared.insert_metrics_batch(points)
