@@ -150,14 +150,25 @@ def _parse_pairs(dsn: str) -> dict[str, str]:
         previous = key
 
 
-def parse_dsn(dsn: str) -> dict[str, str]:
+def parse_dsn(dsn: str, *, what: str = "database.dsn") -> dict[str, str]:
     """The libpq keywords of ``dsn`` (a URI or ``key=value`` pairs).
+
+    ``what`` names the setting in messages (``database.replicas[0]``).
 
     Raises
     ------
     ConfigError
         ``dsn`` is neither, or malformed; the message says where, never what.
     """
+    try:
+        return _parse(dsn)
+    except ConfigError as exc:
+        if what == "database.dsn":
+            raise
+        raise ConfigError(str(exc).replace("database.dsn", what, 1)) from None
+
+
+def _parse(dsn: str) -> dict[str, str]:
     if not isinstance(dsn, str):
         raise ConfigError(f"database.dsn must be a string, got {type(dsn).__name__}")
     text = dsn.strip()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import uuid
@@ -471,6 +472,38 @@ class StorageEngine:
     def clear_query_cache(self) -> None:
         """Forget every cached query result."""
         self._queries().cache.clear()
+
+    # -- read replicas -------------------------------------------------------------------------
+
+    def replica_status(self) -> pl.DataFrame:
+        """Every replica of ``database.replicas``, checked now: ``replica``
+        (``user@host:port/database``), ``state`` (``ok``, ``lagging``, ``down``, ``not a
+        replica``), ``lag_sec`` (an upper bound; null when unknown), ``replay_lsn``,
+        ``checked_at`` and ``error``. No rows without replicas.
+
+        Queries of metrics (raw, aggregated, several, latest, discovery) and of execution history
+        (``query_*``) read a replica whose lag is within ``database.replica_max_lag_sec``, chosen
+        by ``database.replica_choice``, and fall back to the primary when none is fit or one fails
+        mid-read. Writes, migrations, retention, archive, rollup refreshes, ``order_state`` and
+        ``order_history`` use the primary; so do reads inside :meth:`reads_on_primary`.
+        """
+        states = self.db.replica_status()
+        return pl.DataFrame(
+            [{"replica": r.replica, "state": r.state, "lag_sec": r.lag_sec,
+              "replay_lsn": r.replay_lsn, "checked_at": r.checked_at, "error": r.error}
+             for r in states],
+            schema={"replica": pl.String, "state": pl.String, "lag_sec": pl.Float64,
+                    "replay_lsn": pl.String, "checked_at": pl.Datetime("us", "UTC"),
+                    "error": pl.String})
+
+    def reads_on_primary(self) -> contextlib.AbstractContextManager[None]:
+        """A block whose queries read the primary, to see one's own writes at once::
+
+            engine.insert_metrics_batch(points)
+            with engine.reads_on_primary():
+                engine.latest("pnl")
+        """
+        return self.db.on_primary()
 
     # -- retention and archive ---------------------------------------------------------------
 

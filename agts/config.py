@@ -36,6 +36,7 @@ __all__ = [
 
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 BackpressurePolicy = Literal["block", "raise", "drop_oldest"]
+ReplicaChoice = Literal["round_robin", "least_lag"]
 
 #: Port and database of the local default cluster (``agts local``) and of docker-compose.yml.
 LOCAL_PORT = 55432
@@ -66,9 +67,23 @@ class DatabaseConfig:
     sslmode: SslMode | None = None
     sslrootcert: str | None = None
     application_name: str = "agts"
+    replicas: tuple[str, ...] = field(default=(), repr=False)
+    replica_max_lag_sec: float = 5.0
+    replica_choice: ReplicaChoice = "round_robin"
+    replica_check_interval_sec: float = 1.0
 
     def __post_init__(self) -> None:
         _positive(self, "database", "port", self.port, maximum=65535)
+        _positive(self, "database", "replica_max_lag_sec", self.replica_max_lag_sec)
+        _positive(self, "database", "replica_check_interval_sec",
+                  self.replica_check_interval_sec)
+        _choice("database", "replica_choice", self.replica_choice, ReplicaChoice)
+        if isinstance(self.replicas, str) or not isinstance(self.replicas, tuple | list):
+            raise ConfigError("database.replicas must be a list of host:port entries or "
+                              f"connection strings, got {type(self.replicas).__name__}")
+        object.__setattr__(self, "replicas", tuple(self.replicas))
+        for index, entry in enumerate(self.replicas):
+            _check_replica(entry, index)
         _positive(self, "database", "max_connections", self.max_connections)
         _positive(self, "database", "connection_timeout_sec", self.connection_timeout_sec)
         if self.statement_timeout_sec is not None:
@@ -88,6 +103,8 @@ class DatabaseConfig:
             hidden.append("password='***'")
         if self.dsn is not None:
             hidden.append(f"dsn={redact(self.dsn)!r}")
+        if self.replicas:
+            hidden.append(f"replicas={tuple(redact(r) for r in self.replicas)!r}")
         return f"DatabaseConfig({', '.join([shown, *hidden])})"
 
     def describe(self) -> str:
@@ -390,6 +407,17 @@ def _coerce(section: str, key: str, value: Any, hint: Any) -> Any:
         if "Mapping" in text and isinstance(value, str):
             loaded = yaml.safe_load(value)
             return loaded if loaded is not None else {}
+        if text.startswith("tuple[str"):
+            if isinstance(value, str):  # the environment: comma-separated (or a YAML list)
+                stripped = value.strip()
+                items = yaml.safe_load(stripped) if stripped.startswith("[") else [
+                    part for part in (p.strip() for p in stripped.split(",")) if part]
+                if not isinstance(items, list):
+                    raise ConfigError(f"{section}.{key} must be a list (comma-separated in the environment)")
+                return tuple(items)
+            if isinstance(value, list | tuple):
+                return tuple(value)
+            raise ConfigError(f"{section}.{key} must be a list, got {type(value).__name__}")
     except (TypeError, ValueError):
         kind = "an integer" if want_int else "a number" if want_float else "true or false"
         shown = "***" if key == "password" else repr(value)
@@ -399,6 +427,20 @@ def _coerce(section: str, key: str, value: Any, hint: Any) -> Any:
             return str(value)
         raise ConfigError(f"{section}.{key} must be a string, got {value!r}")
     return value
+
+
+def _check_replica(entry: Any, index: int) -> None:
+    what = f"database.replicas[{index}]"
+    if not isinstance(entry, str) or not entry.strip():
+        raise ConfigError(f"{what} must be host, host:port or a connection string, got "
+                          f"{type(entry).__name__ if not isinstance(entry, str) else repr(entry)}")
+    text = entry.strip()
+    if "=" in text or "://" in text:
+        parse_dsn(text, what=what)
+        return
+    host, colon, port = text.rpartition(":")
+    if colon and host and not (port.isdigit() and 0 < int(port) <= 65535):
+        raise ConfigError(f"{what}: the port must be a number from 1 to 65535, got {port!r}")
 
 
 def _positive(obj: Any, section: str, key: str, value: Any, *, maximum: float | None = None) -> None:

@@ -226,3 +226,54 @@ def test_valid_dsns_parse_as_libpq_does(dsn: str, expected: dict[str, str]) -> N
 
     assert parse_dsn(dsn) == expected
     assert {k: v for k, v in psycopg.conninfo.conninfo_to_dict(dsn).items()} == expected
+
+
+def test_replicas_from_file_and_environment(tmp_path: Path) -> None:
+    path = tmp_path / "agts.yaml"
+    path.write_text("database:\n  replicas: [db-r1:5433, 'host=db-r2 port=5434 sslmode=require']\n"
+                    "  replica_max_lag_sec: 2.5\n  replica_choice: least_lag\n")
+    cfg = StorageConfig.load(path, env={})
+    assert cfg.database.replicas == ("db-r1:5433", "host=db-r2 port=5434 sslmode=require")
+    assert (cfg.database.replica_max_lag_sec, cfg.database.replica_choice) == (2.5, "least_lag")
+    env = {"AGTS_DATABASE__REPLICAS": " db-r3:6000 , db-r4 ,"}
+    assert StorageConfig.load(path, env=env).database.replicas == ("db-r3:6000", "db-r4")
+    assert StorageConfig.load(env={}).database.replicas == ()
+    one = StorageConfig.load(env={}, overrides={"database": {"replicas": "db-r5:5433"}})
+    assert one.database.replicas == ("db-r5:5433",)  # a string is a comma-separated list
+
+
+def test_a_replica_takes_what_it_does_not_set_from_the_primary() -> None:
+    from agts.db._replicas import replica_config
+
+    primary = StorageConfig.load(env={"AGTS_DSN": "postgresql://bot:s3cr%40t@db-main:5432/trading"
+                                                  "?sslmode=require"}).database
+    replica = replica_config(primary, "db-r1:5433", 0)
+    info = conninfo(replica)
+    for part in ("host=db-r1", "port=5433", "dbname=trading", "user=bot", "sslmode=require"):
+        assert part in info, part
+    assert replica.describe() == "bot@db-r1:5433/trading"
+    own = replica_config(primary, "postgresql://reader:other@db-r2/trading", 1)
+    assert own.describe() == "reader@db-r2:5432/trading"
+
+
+@pytest.mark.parametrize(("replicas", "message"), [
+    (["db-r1:notaport"], "database.replicas[0]: the port must be a number"),
+    (["db-r1:5433", "db-r2:99999"], "database.replicas[1]: the port must be a number"),
+    ([""], "database.replicas[0] must be host, host:port or a connection string"),
+    ([5433], "database.replicas[0] must be host, host:port or a connection string, got int"),
+    ({"db-r1": 5433}, "database.replicas must be a list"),
+    (["postgresql://u:hunter2@db-r1:xx/db"], "database.replicas[0] is not a valid connection"),
+])
+def test_bad_replicas_are_refused_naming_the_entry(replicas: object, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        StorageConfig.load(env={}, overrides={"database": {"replicas": replicas}})
+    assert message in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_replica_passwords_never_shown() -> None:
+    cfg = StorageConfig.load(env={}, overrides={"database": {
+        "replicas": ["postgresql://u:hunter2@db-r1/db", "host=db-r2 password=hunter3"]}})
+    shown = repr(cfg) + repr(cfg.database) + str(cfg.database)
+    assert "hunter2" not in shown and "hunter3" not in shown
+    assert "db-r1" in shown

@@ -120,7 +120,7 @@ class ColdTier:
         """See :meth:`agts.StorageEngine.query_cold`."""
         start_utc, end_utc = check_range(start, end)
         _check_metric_name(metric_name)
-        with self.db.connection(f"read the cold tier of {table!r}") as conn:
+        with self.db.read_connection(f"read the cold tier of {table!r}") as conn:
             spec = resolve(conn, table)
             if metric_name is not None and spec.name != METRICS:
                 raise ValidationError(
@@ -135,7 +135,7 @@ class ColdTier:
         indexed look at the manifest: the common case costs no catalog look-up)."""
         if not names or start >= end:
             return None
-        with self.db.connection("read the cold tier of 'metrics'") as conn:
+        with self.db.read_connection("read the cold tier of 'metrics'") as conn:
             if conn.execute(_ANY_DROPPED, [METRICS, end, start]).fetchone() is None:
                 return None
             spec = resolve(conn, METRICS)

@@ -73,6 +73,9 @@ def collect(engine: Any) -> dict[str, Any]:
         "timescaledb_installed": server.timescaledb_installed,
         "latest_version": latest,
         "tables": [{"name": r[0], "hypertable": r[1], "bytes": int(r[2] or 0)} for r in rows],
+        "replicas": [
+            {"replica": r.replica, "state": r.state, "lag_sec": r.lag_sec,
+             "replay_lsn": r.replay_lsn, "error": r.error} for r in engine.db.replica_status()],
     }
 
 
@@ -105,3 +108,9 @@ def _print(report: dict[str, Any]) -> None:
         for t in report["tables"]:
             kind = "hypertable" if t["hypertable"] else "table"
             print(f"  {t['name']:<28} {kind:<10} {human_size(t['bytes']):>10}")
+    if report["replicas"]:
+        print("replicas")
+        for r in report["replicas"]:
+            lag = "lag unknown" if r["lag_sec"] is None else f"lag <= {r['lag_sec']:.3f}s"
+            why = f" ({r['error']})" if r["error"] else ""
+            print(f"  {r['replica']:<40} {r['state']:<14} {lag}{why}")

@@ -2,11 +2,13 @@
 
 from agts.db._conninfo import conninfo, resolved_password
 from agts.db._database import Database, Edition, ServerInfo
+from agts.db._replicas import ReplicaState
 from agts.db._scratch import TemporaryDatabase, create_database, temporary_database
 
 __all__ = [
     "Database",
     "Edition",
+    "ReplicaState",
     "ServerInfo",
     "TemporaryDatabase",
     "conninfo",

@@ -18,10 +18,11 @@ import logging
 import select
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import psycopg
 import pyarrow as pa
@@ -29,9 +30,12 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from agts.config import DatabaseConfig
 from agts.db._conninfo import conninfo
+from agts.db._replicas import Replicas, ReplicaState, try_elsewhere
 from agts.errors import ConnectError, EditionError, StorageError, translate
 
 __all__ = ["Database", "Edition", "ServerInfo"]
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +115,9 @@ class Database:
         self._adbc_lock = threading.Lock()
         self._adbc_max_idle = max(1, min(4, config.max_connections))
         self._closed = False
+        self._replicas: Replicas | None = None
+        # The server the reads of the current block go to (set by read() / on_primary()).
+        self._read_on: ContextVar[Database | None] = ContextVar("agts_read_on", default=None)
         try:
             self._pool.open(wait=True, timeout=config.connection_timeout_sec)
         except PoolTimeout as exc:
@@ -119,6 +126,8 @@ class Database:
                 f"cannot open a connection pool to {config.describe()} within "
                 f"{config.connection_timeout_sec:g}s"
             ) from exc
+        if config.replicas:
+            self._replicas = Replicas(self, config)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -127,6 +136,8 @@ class Database:
         if self._closed:
             return
         self._closed = True
+        if self._replicas is not None:
+            self._replicas.close()
         self._pool.close()
         with self._adbc_lock:
             idle, self._adbc_idle = self._adbc_idle, []
@@ -211,6 +222,95 @@ class Database:
                 yield True
             finally:
                 conn.rollback()
+
+    # -- reads: the primary or a replica ---------------------------------------------------
+
+    def read(self, fn: Callable[[], T], *, after: int | None = None) -> T:
+        """Run ``fn``, whose reads (:meth:`read_connection`, :meth:`read_arrow`,
+        :meth:`read_adbc`) go to one server: a replica fit to serve (up, in recovery, lag within
+        ``database.replica_max_lag_sec``; with ``after``, replayed up to that primary WAL
+        position), else the primary. ``fn`` must only read: when a replica fails it (gone, or a
+        conflict with recovery) it runs again on the next server, last the primary. Nested calls
+        and :meth:`on_primary` blocks keep the server already chosen.
+        """
+        if self._replicas is None or self._read_on.get() is not None:
+            return fn()
+        for replica in self._replicas.candidates():
+            try:
+                if after is not None and not replica.replayed(after):
+                    continue
+                target = replica.database()
+            except StorageError as exc:
+                replica.failed(exc)
+                continue
+            token = self._read_on.set(target)
+            try:
+                return fn()
+            except StorageError as exc:
+                if not try_elsewhere(exc):
+                    raise
+                if isinstance(exc, ConnectError):
+                    replica.failed(exc)
+                log.warning("replica %s failed a read (%s); trying the next server",
+                            replica.name, _first_line(exc))
+            finally:
+                self._read_on.reset(token)
+        token = self._read_on.set(self)
+        try:
+            return fn()
+        finally:
+            self._read_on.reset(token)
+
+    @contextmanager
+    def on_primary(self) -> Iterator[None]:
+        """Reads in the block go to the primary (to read your own writes at once)."""
+        token = self._read_on.set(self)
+        try:
+            yield
+        finally:
+            self._read_on.reset(token)
+
+    def read_target(self) -> Database:
+        """The server :meth:`read` would use now (for a stream that chooses once)."""
+        chosen = self._read_on.get()
+        if chosen is not None or self._replicas is None:
+            return chosen or self
+        for replica in self._replicas.candidates():
+            try:
+                return replica.database()
+            except StorageError as exc:
+                replica.failed(exc)
+        return self
+
+    def replica_failed(self, target: Database, exc: StorageError) -> None:
+        """``target`` (from :meth:`read_target`) failed a read: rest it for a while."""
+        if self._replicas is not None:
+            self._replicas.failed(target, exc)
+
+    @property
+    def has_replicas(self) -> bool:
+        return self._replicas is not None
+
+    def replica_status(self) -> list[ReplicaState]:
+        """Every configured replica, checked now."""
+        return self._replicas.check() if self._replicas is not None else []
+
+    def primary_position(self) -> int | None:
+        """The primary's WAL insert position, when there are replicas to compare it with."""
+        return self._replicas.primary_position() if self._replicas is not None else None
+
+    def read_connection(self, action: str = "read the database") -> Any:
+        """:meth:`connection` on the server the current :meth:`read` chose (the primary
+        outside one)."""
+        return (self._read_on.get() or self).connection(action)
+
+    def read_adbc(self, action: str = "read the database") -> Any:
+        """:meth:`adbc` on the server the current :meth:`read` chose."""
+        return (self._read_on.get() or self).adbc(action)
+
+    def read_arrow(self, query: str, params: Any = (), *, action: str) -> pa.Table:
+        """:meth:`fetch_arrow` on the server the current :meth:`read` chose."""
+        return (self._read_on.get() or self).fetch_arrow(query, params, action=action)
 
     # -- ADBC (bulk data) --------------------------------------------------------------------
 

@@ -77,7 +77,7 @@ def window(select: Select, start: Any, end: Any) -> Select:
 
 def fetch(db: Database, select: Select, *, order_by: str, action: str) -> pl.DataFrame:
     """Run ``select`` through a pooled ADBC connection and return a frame."""
-    frame = pl.from_arrow(db.fetch_arrow(select.sql(order_by), select.params, action=action))
+    frame = pl.from_arrow(db.read_arrow(select.sql(order_by), select.params, action=action))
     if not isinstance(frame, pl.DataFrame):  # pragma: no cover - a table always gives a frame
         raise QueryError(f"{action} returned no table")
     return frame

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 import polars as pl
 
@@ -40,6 +42,19 @@ class EngineParts(Protocol):
 
     @property
     def aio(self) -> AsyncView[Any]: ...
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _replica_read(method: F) -> F:
+    """History queries may read a replica (``database.replicas``); ``order_state`` and
+    ``order_history``, asked right after a write, read the primary."""
+    @functools.wraps(method)
+    def read(self: ExecutionStore, *args: Any, **kwargs: Any) -> Any:
+        return self._db.read(lambda: method(self, *args, **kwargs))
+
+    return read  # type: ignore[return-value]
 
 
 def _uuid_text(value: uuid.UUID | str, *, name: str) -> str:
@@ -161,6 +176,7 @@ class ExecutionStore:
 
     # -- queries -----------------------------------------------------------------------------
 
+    @_replica_read
     def query_orders(self, start: TimeLike, end: TimeLike,
                      filters: OrderFilters | None = None, *, tiers: Tiers = "hot") -> pl.DataFrame:
         """Orders placed in ``[start, end)``, with their current state, oldest first.
@@ -189,6 +205,7 @@ class ExecutionStore:
             select.any_of(column, getattr(f, column))
         return q.fetch(self._db, select, order_by="timestamp, id", action="query orders")
 
+    @_replica_read
     def query_fills(self, start: TimeLike, end: TimeLike, *,
                     market: str | list[str] | None = None, venue: str | list[str] | None = None,
                     order_id: uuid.UUID | str | None = None,
@@ -207,6 +224,7 @@ class ExecutionStore:
                 order_by=("timestamp", "id"))
         return q.fetch(self._db, select, order_by="timestamp, id", action="query fills")
 
+    @_replica_read
     def query_positions(self, market: str, start: TimeLike, end: TimeLike, *,
                         tiers: Tiers = "hot") -> pl.DataFrame:
         """Position snapshots of ``market`` in ``[start, end)``, oldest first."""
@@ -219,6 +237,7 @@ class ExecutionStore:
                 filters={"market": market}, order_by=("timestamp",), action="query positions")
         return q.fetch(self._db, select, order_by="timestamp", action="query positions")
 
+    @_replica_read
     def query_risk_decisions(self, start: TimeLike, end: TimeLike, *,
                              policy: str | list[str] | None = None,
                              decision: str | list[str] | None = None,
@@ -236,6 +255,7 @@ class ExecutionStore:
         return q.fetch(self._db, select, order_by="timestamp, id",
                        action="query risk decisions")
 
+    @_replica_read
     def query_quotes(self, market: str | list[str], start: TimeLike, end: TimeLike, *,
                      venue: str | list[str] | None = None,
                      tiers: Tiers = "hot") -> pl.DataFrame:

@@ -38,7 +38,7 @@ def _where(metric_names: Sequence[str] | None, labels: dict[str, str],
 def metric_names(db: Database) -> pl.DataFrame:
     """One row per metric: ``metric_name``, ``series``, ``first_timestamp``, ``last_timestamp``,
     ``points_estimate``; by name."""
-    with db.connection("list metric names") as conn:
+    with db.read_connection("list metric names") as conn:
         rows = conn.execute(
             "SELECT s.metric_name, count(*), min(l.first_time), max(l.time), "
             "coalesce(sum(l.points), 0) FROM agts.series AS s "
@@ -54,7 +54,7 @@ def series_of(db: Database, resolver: SeriesResolver, names: Sequence[str],
     ``first_timestamp``, ``last_timestamp``, ``points_estimate``; by series id."""
     found = resolver.resolve(names, labels, labels_in)
     ids = found.get_column("series_id").to_list()
-    with db.connection("list metric series") as conn:
+    with db.read_connection("list metric series") as conn:
         rows = conn.execute(
             "SELECT series_id, first_time, time, points FROM agts.series_latest "
             "WHERE series_id = ANY(%s::int[])", [ids]).fetchall() if ids else []
@@ -69,7 +69,7 @@ def series_of(db: Database, resolver: SeriesResolver, names: Sequence[str],
 def label_keys(db: Database, names: Sequence[str] | None) -> pl.DataFrame:
     """One row per label key: ``key``, ``series`` (how many series have it), ``metrics``; by key."""
     where, params = _where(names, {}, {})
-    with db.connection("list label keys") as conn:
+    with db.read_connection("list label keys") as conn:
         rows = conn.execute(
             "SELECT k, count(*), count(DISTINCT s.metric_name) FROM agts.series AS s, "
             f"jsonb_object_keys(s.labels) AS k WHERE {where} GROUP BY 1 ORDER BY 1",
@@ -83,7 +83,7 @@ def label_values(db: Database, key: str, names: Sequence[str] | None, labels: di
     """One row per value of label ``key`` among the matching series: ``value``, ``series``; by
     value."""
     where, params = _where(names, labels, labels_in)
-    with db.connection(f"list the values of label {key!r}") as conn:
+    with db.read_connection(f"list the values of label {key!r}") as conn:
         rows = conn.execute(
             "SELECT s.labels ->> %s, count(*) FROM agts.series AS s "
             f"WHERE s.labels ? %s AND {where} GROUP BY 1 ORDER BY 1",

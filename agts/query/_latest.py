@@ -46,7 +46,7 @@ def latest_points(db: Database, cold: ColdTier | None, series: pl.DataFrame,
             " SELECT m.time, m.value FROM agts.metric_points AS m"
             " WHERE m.series_id = s.id AND m.time <= {} ORDER BY m.time DESC LIMIT 1) AS p "
             "ORDER BY s.id").format(_ids(ids), sql.Literal(before))
-    table = db.fetch_arrow(query.as_string(None), action="query latest values")
+    table = db.read_arrow(query.as_string(None), action="query latest values")
     hot = typed_points(table)
     if before is None:
         return hot

@@ -97,7 +97,7 @@ def fetch_page(
     # server's ORDER BY costs nothing and the client need not sort.
     server_order = server_order or len(series_ids) == 1
     query = points_sql(series_ids, start, end, after=after, order=server_order, limit=limit)
-    frame = _typed(_frame(db.fetch_arrow(query, action="query metrics")), series_ids)
+    frame = _typed(_frame(db.read_arrow(query, action="query metrics")), series_ids)
     if server_order:
         return frame
     # Two single-key sorts, the second stable, give the order of one (timestamp, series_id)

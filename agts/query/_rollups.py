@@ -99,7 +99,7 @@ FROM agts.rollup_state AS s WHERE s.rollup = %(rollup)s
 
 def read_view(db: Database, rollup: Rollup, start: datetime, end: datetime) -> RollupView:
     """The rollup's watermark and the dirty ranges overlapping ``[start, end)``."""
-    with db.connection(f"read the state of {rollup.table}") as conn, conn.cursor() as cur:
+    with db.read_connection(f"read the state of {rollup.table}") as conn, conn.cursor() as cur:
         cur.execute(_VIEW, {"start": start, "end": end, "rollup": rollup.name})
         row = cur.fetchone()
     if row is None:

@@ -48,7 +48,7 @@ def resolve_series(
         params.extend([key, values])
     query = ("SELECT series_id, metric_name, labels::text FROM agts.series WHERE "
              + " AND ".join(where) + " ORDER BY series_id")
-    with db.connection("resolve metric series") as conn, conn.cursor() as cur:
+    with db.read_connection("resolve metric series") as conn, conn.cursor() as cur:
         cur.execute(query, params)  # query built from this module's constants only
         rows = cur.fetchall()
     return pl.DataFrame(rows, schema=SERIES_SCHEMA, orient="row")
@@ -90,7 +90,7 @@ class SeriesResolver:
     def _epoch(self) -> int | None:
         """The series epoch (read before the series, so a series added meanwhile only makes the
         next call look again); None on a schema without it (nothing is cached)."""
-        with self._db.connection("resolve metric series") as conn:
+        with self._db.read_connection("resolve metric series") as conn:
             try:
                 row = conn.execute("SELECT epoch FROM agts.series_epoch").fetchone()
             except psycopg.errors.UndefinedTable:

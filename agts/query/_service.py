@@ -16,7 +16,8 @@ from agts._args import Tiers, check_choice, check_positive_int, check_range, che
 from agts.archive import ColdTier
 from agts.config import QueryConfig
 from agts.db._database import Database
-from agts.errors import ResultTooLargeError, ValidationError
+from agts.db._replicas import try_elsewhere
+from agts.errors import ResultTooLargeError, StorageError, ValidationError
 from agts.query import _aggregate as agg
 from agts.query import _discovery
 from agts.query._args import (
@@ -211,9 +212,24 @@ class MetricsQueries:
             if series.is_empty() or start >= end:
                 return
             ids = series.get_column("series_id").to_list()
-            for page in iter_pages(self._db, ids, start, end, batch_size=batch_size, after=cursor):
-                rows += page.height
-                yield with_series(page, series)
+            # One server for the stream; if a replica fails it midway, the primary goes on
+            # after the last row handed out (keyset order: nothing twice, nothing skipped).
+            target = self._db.read_target()
+            while True:
+                try:
+                    for page in iter_pages(target, ids, start, end, batch_size=batch_size,
+                                           after=cursor):
+                        rows += page.height
+                        cursor = (page.get_column("timestamp")[-1],
+                                  int(page.get_column("series_id")[-1]))
+                        yield with_series(page, series)
+                    return
+                except StorageError as exc:
+                    if target is self._db or not try_elsewhere(exc):
+                        raise
+                    log.warning("a replica failed a stream (%s); the primary goes on", exc)
+                    self._db.replica_failed(target, exc)
+                    target = self._db
         finally:
             self.stats.record("stream", seconds=time.perf_counter() - began, rows=rows, cache=None)
 
@@ -316,7 +332,7 @@ class MetricsQueries:
             query = agg.raw_sql(specs, len(values))
             fractions = [spec.fraction for spec in specs if spec.fraction is not None]
             params = [ids, start, end, width, agg.ORIGIN, *values, *fractions]
-        table = self._db.fetch_arrow(query, params, action="query aggregated metrics")
+        table = self._db.read_arrow(query, params, action="query aggregated metrics")
         frame = pl.from_arrow(table)
         assert isinstance(frame, pl.DataFrame)
         frame = frame.rename({f"g{i}": k for i, k in enumerate(groups.columns)})
@@ -330,8 +346,11 @@ class MetricsQueries:
         names = _metric_names(metric_names)
         label_map, in_map = check_labels(labels), check_labels_in(labels_in)
         at = None if before is None else to_utc(before, name="before")
-        series = self._series.resolve(names, label_map, in_map)
-        frame = with_series(latest_points(self._db, self._cold, series, at), series)
+        def compute() -> pl.DataFrame:
+            series = self._series.resolve(names, label_map, in_map)
+            return with_series(latest_points(self._db, self._cold, series, at), series)
+
+        frame = self._db.read(compute)
         self.stats.record("latest", seconds=time.perf_counter() - began, rows=frame.height,
                           cache=None)
         return frame
@@ -362,7 +381,7 @@ class MetricsQueries:
 
     def _timed(self, kind: str, compute: Any) -> pl.DataFrame:
         began = time.perf_counter()
-        frame: pl.DataFrame = compute()
+        frame: pl.DataFrame = self._db.read(compute)
         self.stats.record(kind, seconds=time.perf_counter() - began, rows=frame.height,
                           cache=None)
         return frame
@@ -420,7 +439,11 @@ class MetricsQueries:
                                   cache=True)
                 return hit
         marker = self.cache.mark(start, end, action=action) if cacheable else None
-        frame: pl.DataFrame = compute()
+        # A frame to cache is read on a replica only if it has replayed the primary's WAL as of
+        # the mark: then it holds every batch the marker counted, and a later batch changes the
+        # count (a hit is always checked on the primary).
+        after = self._db.primary_position() if marker is not None else None
+        frame: pl.DataFrame = self._db.read(compute, after=after)
         if marker is not None:
             self.cache.put(key, frame, start, end, marker)
         self.stats.record(kind, seconds=time.perf_counter() - began, rows=frame.height,

@@ -65,6 +65,66 @@ class Cluster:
             "port": self.port, "password": self.password, "connection_timeout_sec": 2, **database}})
 
 
+class StreamingReplica:
+    """A streaming replica of a private :class:`Cluster`: ``pg_basebackup -R`` over loopback,
+    on a port of its own; start, stop (fast or immediate), pause and resume its replay."""
+
+    def __init__(self, primary: Cluster, directory: Path, port: int) -> None:
+        self.primary = primary
+        self.directory = directory
+        self.port = port
+        self.data = directory / "data"
+        bindir = _local._bindir()
+        assert bindir is not None
+        self._bin = bindir
+
+    def create(self) -> None:
+        self.directory.mkdir(parents=True)
+        self.directory.chmod(0o755)
+        _local._chown(self.directory)
+        source = (f"host=127.0.0.1 port={self.primary.port} user={_local.LOCAL_USER} "
+                  f"password={self.primary.password}")
+        done = _local._run([str(self._bin / "pg_basebackup"), "-D", str(self.data), "-d", source,
+                            "-R", "-X", "stream", "-c", "fast"], check=False)
+        assert done.returncode == 0, done.stderr
+        run_dir = self.directory / "run"
+        run_dir.mkdir()
+        _local._chown(run_dir)
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.write(f"\n# the replica\nport = {self.port}\n"
+                       f"unix_socket_directories = '{run_dir}'\nhot_standby = on\n")
+
+    def start(self) -> None:
+        log = self.directory / "server.log"
+        done = _local._run([str(self._bin / "pg_ctl"), "-D", str(self.data), "-l", str(log),
+                            "-w", "-t", "60", "start"], check=False)
+        assert done.returncode == 0, done.stderr + (log.read_text()[-2000:] if log.exists() else "")
+
+    def stop(self, mode: str = "fast") -> None:
+        _local._run([str(self._bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"],
+                    check=False)
+
+    def sql(self, statement: str) -> Any:
+        """Run ``statement`` on the replica (superuser, database ``postgres``)."""
+        cfg = self.primary.config(port=self.port, database="postgres")
+        with psycopg.connect(conninfo(cfg.database), autocommit=True) as conn:
+            row = conn.execute(statement).fetchone()
+        return row[0] if row else None
+
+    def pause(self) -> None:
+        self.sql("SELECT pg_wal_replay_pause()")
+
+    def resume(self) -> None:
+        self.sql("SELECT pg_wal_replay_resume()")
+
+    def caught_up(self, timeout: float = 30) -> None:
+        """Wait until the replica has replayed everything the primary has written so far."""
+        with admin(self.primary.config()) as conn:
+            target = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0]
+        wait_for(lambda: self.sql(f"SELECT pg_last_wal_replay_lsn() >= '{target}'::pg_lsn"),
+                 timeout, "the replica to catch up")
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     """A migrated throwaway cluster shared by the tests of one module."""
