@@ -59,22 +59,23 @@ PARTIAL_COLUMNS = ("count(*) AS n, sum(p.value) AS total, min(p.value) AS mn, ma
 ROLLUP_COLUMNS = "n, total, mn, mx, m2, first_time, first_value, last_time, last_value"
 
 
-def _group_join(alias: str, groups: int, first_param: int) -> tuple[str, list[str]]:
-    """``JOIN unnest($ids, $g0, ...) AS m(series_id, g0, ...)``: each series' group values."""
-    if not groups:
+def _group_join(alias: str, grouped: bool, param: int) -> tuple[str, list[str]]:
+    """``JOIN unnest($ids, $gids) AS m(series_id, gid)``: each series' group number (numbered in
+    the order of the group values, so ordering by number orders by value: integers group and
+    sort several times faster than text)."""
+    if not grouped:
         return "", []
-    arrays = ", ".join(["$1::int[]"] + [f"${first_param + i}::text[]" for i in range(groups)])
-    names = [f"g{i}" for i in range(groups)]
-    join = (f" JOIN unnest({arrays}) AS m(series_id, {', '.join(names)}) "
+    join = (f" JOIN unnest($1::int[], ${param}::int[]) AS m(series_id, gid) "
             f"ON m.series_id = {alias}.series_id")
-    return join, [f"m.{name}" for name in names]
+    return join, ["m.gid"]
 
 
-def raw_sql(specs: tuple[AggSpec, ...], groups: int) -> str:
+def raw_sql(specs: tuple[AggSpec, ...], grouped: bool) -> str:
     """Aggregate raw points. Parameters: $1 series ids, $2 start, $3 end, $4 bucket, $5 origin,
-    $6.. group value arrays, then one fraction per percentile."""
-    join, gcols = _group_join("p", groups, 6)
-    param = 6 + groups
+    ($6 the group number of each series,) then one fraction per percentile. With ``grouped``
+    the result has a column ``g``, the group number."""
+    join, gcols = _group_join("p", grouped, 6)
+    param = 6 + len(gcols)
     aggs = []
     for spec in specs:
         if spec.fraction is not None:
@@ -83,23 +84,24 @@ def raw_sql(specs: tuple[AggSpec, ...], groups: int) -> str:
             param += 1
         else:
             aggs.append(f'{_RAW_AGG[spec.name]} AS "{spec.name}"')
-    keys = ", ".join(str(i) for i in range(1, 2 + groups))
+    keys = ", ".join(str(i) for i in range(1, 2 + len(gcols)))
     select = ", ".join(["time_bucket($4::interval, p.time, $5::timestamptz) AS \"timestamp\"",
-                        *(f"{col} AS g{i}" for i, col in enumerate(gcols)), *aggs])
+                        *(f"{col} AS g" for col in gcols), *aggs])
     return (f"SELECT {select} FROM agts.metric_points AS p{join} "
             "WHERE p.series_id = ANY($1::int[]) AND p.time >= $2 AND p.time < $3 "
             f"GROUP BY {keys} ORDER BY {keys}")
 
 
 def rollup_sql(
-    table: str, specs: tuple[AggSpec, ...], groups: list[list[str | None]], *, ids: list[int],
+    table: str, specs: tuple[AggSpec, ...], gids: list[int] | None, *, ids: list[int],
     start: datetime, end: datetime, bucket: timedelta, width: timedelta, watermark: datetime,
     dirty: str,
 ) -> tuple[str, list[Any]]:
     """Aggregate a rollup's rows plus the raw points it does not hold yet: the tail from the
     watermark on, and the ``dirty`` buckets (a ``tstzmultirange`` literal) of ingest batches it
-    has not seen. ``table`` is a constant of :mod:`agts.query._rollups`. Returns SQL and
-    parameters; a branch that has nothing to read is left out (so chunk exclusion stays simple)."""
+    has not seen. ``table`` is a constant of :mod:`agts.query._rollups`; ``gids``, the group
+    number of each series (None: no groups). Returns SQL and parameters; a branch that has
+    nothing to read is left out (so chunk exclusion stays simple)."""
     params: list[Any] = [ids, start, end, bucket, ORIGIN, watermark]
 
     def bind(value: Any) -> str:
@@ -124,12 +126,13 @@ def rollup_sql(
         branches.append(raw.format(cond=(
             f"p.time >= lower({d}::tstzmultirange) AND p.time < upper({d}::tstzmultirange) "
             f"AND {d}::tstzmultirange @> p.time AND p.time < $6::timestamptz")))
-    join, gcols = _group_join("parts", len(groups), len(params) + 1)
-    params.extend(groups)
-    gnames = [f"g{i}" for i in range(len(groups))]
+    join, gcols = _group_join("parts", gids is not None, len(params) + 1)
+    if gids is not None:
+        params.append(gids)
+    gnames = ["g"] if gids is not None else []
     partition = ", ".join(["b", *gnames])
     aggs = ", ".join(f'{_ROLLUP_AGG[spec.name]} AS "{spec.name}"' for spec in specs)
-    keys = ", ".join(str(i) for i in range(1, 2 + len(groups)))
+    keys = ", ".join(str(i) for i in range(1, 2 + len(gnames)))
     query = (
         f"WITH parts AS ({' UNION ALL '.join(branches)}), g AS ("
         "SELECT time_bucket($4::interval, parts.bucket, $5::timestamptz) AS b"

@@ -15,7 +15,7 @@ from psycopg import sql
 
 from agts.archive import ColdTier
 from agts.db._database import Database
-from agts.query._raw import typed_points
+from agts.query._raw import int_array, typed_points
 from agts.query._tiers import POINTS, cold_points
 
 __all__ = ["latest_points"]
@@ -24,7 +24,7 @@ _EVER = datetime(2, 1, 1, tzinfo=UTC)  # no point agts stores is older (see agts
 
 
 def _ids(series_ids: list[int]) -> sql.Composable:
-    return sql.Literal([int(i) for i in series_ids])
+    return int_array(series_ids)
 
 
 def latest_points(db: Database, cold: ColdTier | None, series: pl.DataFrame,
@@ -38,15 +38,16 @@ def latest_points(db: Database, cold: ColdTier | None, series: pl.DataFrame,
     # result as a binary COPY (see agts.query._raw).
     if before is None:
         query = sql.SQL('SELECT time AS "timestamp", series_id, value FROM agts.series_latest '
-                        "WHERE series_id = ANY({}::int[]) ORDER BY series_id").format(_ids(ids))
+                        "WHERE series_id = ANY({}) ORDER BY series_id").format(_ids(ids))
     else:
         query = sql.SQL(
             'SELECT p.time AS "timestamp", s.id AS series_id, p.value '
-            "FROM unnest({}::int[]) AS s(id) CROSS JOIN LATERAL ("
+            "FROM unnest({}) AS s(id) CROSS JOIN LATERAL ("
             " SELECT m.time, m.value FROM agts.metric_points AS m"
             " WHERE m.series_id = s.id AND m.time <= {} ORDER BY m.time DESC LIMIT 1) AS p "
             "ORDER BY s.id").format(_ids(ids), sql.Literal(before))
-    table = db.read_arrow(query.as_string(None), action="query latest values")
+    table = db.read_arrow(query.as_string(None), action="query latest values",
+                          rows_hint=len(ids))
     hot = typed_points(table)
     if before is None:
         return hot

@@ -27,10 +27,17 @@ from psycopg import sql
 from agts.db._database import Database
 from agts.query._series import label_struct
 
-__all__ = ["RAW_SCHEMA", "empty_raw", "fetch_page", "iter_pages", "typed_points", "with_series"]
+__all__ = ["RAW_SCHEMA", "empty_raw", "fetch_page", "int_array", "iter_pages", "typed_points",
+           "with_series"]
 
 RAW_SCHEMA = {"timestamp": pl.Datetime("us", "UTC"), "metric_name": pl.String,
               "value": pl.Float64, "series_id": pl.Int32}
+
+
+def int_array(ids: list[int]) -> sql.Composable:
+    """``'{1,2,3}'::int[]``: agts' own series ids as an array literal, written directly (psycopg's
+    general array quoting costs ~1 ms per 1,000 ids)."""
+    return sql.SQL("'{" + ",".join(str(int(i)) for i in ids) + "}'::int[]")
 
 
 def points_sql(
@@ -49,8 +56,7 @@ def points_sql(
                          "WHERE series_id = {}").format(sql.Literal(int(series_ids[0])))
     else:
         select = sql.SQL('SELECT time AS "timestamp", series_id, value FROM agts.metric_points '
-                         "WHERE series_id = ANY({}::int[])").format(
-                             sql.Literal([int(i) for i in series_ids]))
+                         "WHERE series_id = ANY({})").format(int_array(series_ids))
     parts: list[sql.Composable] = [select, sql.SQL(" AND time >= {} AND time < {}").format(
         sql.Literal(start), sql.Literal(end))]
     if after is not None:
@@ -69,9 +75,9 @@ _POINTS: dict[str, pl.DataType] = {
 
 def _typed(frame: pl.DataFrame, series_ids: list[int]) -> pl.DataFrame:
     """Points with the exact dtypes, in the column order ``timestamp, series_id, value``."""
-    if "series_id" not in frame.columns:
-        frame = frame.select(pl.col("timestamp"), pl.lit(series_ids[0], pl.Int32).alias(
-            "series_id"), pl.col("value"))
+    if "series_id" not in frame.columns:  # one series: its id, repeated (no expression engine)
+        ids = pl.Series("series_id", [series_ids[0]], pl.Int32).new_from_index(0, frame.height)
+        frame = pl.DataFrame([frame.get_column("timestamp"), ids, frame.get_column("value")])
     if frame.schema == _POINTS:  # what ADBC returns: nothing to cast
         return frame
     return frame.select(pl.col(name).cast(dtype) for name, dtype in _POINTS.items())
@@ -85,9 +91,11 @@ def typed_points(table: pa.Table) -> pl.DataFrame:
 def fetch_page(
     db: Database, series_ids: list[int], start: datetime, end: datetime, *,
     limit: int | None, after: tuple[datetime, int] | None, server_order: bool = True,
+    rows_hint: int | None = None,
 ) -> pl.DataFrame:
     """Points ``(timestamp, series_id, value)`` of ``series_ids`` in ``[start, end)``, after the
-    cursor, ordered by (timestamp, series_id), at most ``limit`` rows.
+    cursor, ordered by (timestamp, series_id), at most ``limit`` rows (``rows_hint``: about how
+    many, see :meth:`agts.db.Database.fetch_arrow`).
 
     ``server_order=False`` is for a fetch that takes every row (``limit`` only guards the size):
     the server returns rows in index order and Polars sorts them, which spares the server a sort
@@ -97,7 +105,8 @@ def fetch_page(
     # server's ORDER BY costs nothing and the client need not sort.
     server_order = server_order or len(series_ids) == 1
     query = points_sql(series_ids, start, end, after=after, order=server_order, limit=limit)
-    frame = _typed(_frame(db.read_arrow(query, action="query metrics")), series_ids)
+    frame = _typed(_frame(db.read_arrow(query, action="query metrics", rows_hint=rows_hint)),
+                   series_ids)
     if server_order:
         return frame
     # Two single-key sorts, the second stable, give the order of one (timestamp, series_id)
@@ -142,7 +151,15 @@ def with_series(points: pl.DataFrame, series: pl.DataFrame) -> pl.DataFrame:
 
     Columns: ``timestamp`` (UTC), ``metric_name``, ``value``, ``labels`` (struct), ``series_id``.
     """
-    lookup = series.select("metric_name", label_struct(series.get_column("labels_json")))
+    labels = label_struct(series.get_column("labels_json"))
+    if series.height == 1:  # every point has the one series' name and labels
+        n = points.height
+        return pl.DataFrame([
+            points.get_column("timestamp"),
+            series.get_column("metric_name").new_from_index(0, n) if n else
+            series.get_column("metric_name").clear(), points.get_column("value"),
+            labels.new_from_index(0, n) if n else labels.clear(), points.get_column("series_id")])
+    lookup = series.select("metric_name", labels)
     ids = series.get_column("series_id").to_numpy()
     # Row of each point's series in ``lookup``: a dense position table indexed by series id
     # (ids are small positive integers), then one gather - half the cost of a join that keeps

@@ -97,14 +97,24 @@ FROM agts.rollup_state AS s WHERE s.rollup = %(rollup)s
 """
 
 
-def read_view(db: Database, rollup: Rollup, start: datetime, end: datetime) -> RollupView:
-    """The rollup's watermark and the dirty ranges overlapping ``[start, end)``."""
-    with db.read_connection(f"read the state of {rollup.table}") as conn, conn.cursor() as cur:
-        cur.execute(_VIEW, {"start": start, "end": end, "rollup": rollup.name})
-        row = cur.fetchone()
+def view_query(rollup: Rollup, start: datetime, end: datetime) -> tuple[str, dict[str, Any]]:
+    """The statement :func:`read_view` runs (to send it along with another one)."""
+    return _VIEW, {"start": start, "end": end, "rollup": rollup.name}
+
+
+def view_of(rollup: Rollup, row: Any) -> RollupView:
+    """The view from the row of :func:`view_query`."""
     if row is None:
         return RollupView(rollup, None, "{}")
     return RollupView(rollup, row[0], row[1] or "{}")
+
+
+def read_view(db: Database, rollup: Rollup, start: datetime, end: datetime) -> RollupView:
+    """The rollup's watermark and the dirty ranges overlapping ``[start, end)``."""
+    with db.read_connection(f"read the state of {rollup.table}") as conn, conn.cursor() as cur:
+        cur.execute(*view_query(rollup, start, end))
+        row = cur.fetchone()
+    return view_of(rollup, row)
 
 
 _UNSEEN = """

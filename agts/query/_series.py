@@ -17,7 +17,8 @@ import functools
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 import polars as pl
@@ -32,12 +33,9 @@ _CACHED = 512  # resolutions kept per resolver
 SERIES_SCHEMA = {"series_id": pl.Int32, "metric_name": pl.String, "labels_json": pl.String}
 
 
-def resolve_series(
-    db: Database, metric_names: Sequence[str], labels: dict[str, str],
-    labels_in: dict[str, list[str]],
-) -> pl.DataFrame:
-    """The series of ``metric_names`` whose labels match: ``series_id``, ``metric_name``,
-    ``labels_json`` (canonical JSON text), ordered by series id."""
+def _matching(metric_names: Sequence[str], labels: dict[str, str],
+              labels_in: dict[str, list[str]]) -> tuple[str, list[Any]]:
+    """The WHERE condition on ``agts.series`` of a resolution, and its values."""
     where = ["metric_name = ANY(%s::text[])"]
     params: list[Any] = [list(metric_names)]
     if labels:
@@ -46,12 +44,39 @@ def resolve_series(
     for key, values in labels_in.items():
         where.append("labels ->> %s = ANY(%s::text[])")
         params.extend([key, values])
+    return " AND ".join(where), params
+
+
+def points_estimate(series_ids: list[int], start: datetime,
+                    end: datetime) -> tuple[str, list[Any]]:
+    """A statement for :meth:`SeriesResolver.resolve_with`: about how many points the series
+    hold in ``[start, end)``, from ``agts.series_latest`` (their first and newest time and count,
+    spread evenly): enough to tell a small result from a large one."""
+    query = (
+        "SELECT coalesce(sum(CASE WHEN l.time = l.first_time "
+        "THEN (l.time >= %s AND l.time < %s)::int "
+        "ELSE l.points * greatest(0, date_part('epoch', least(l.time, %s) "
+        "- greatest(l.first_time, %s))) / date_part('epoch', l.time - l.first_time) END), 0)"
+        "::float8 FROM agts.series_latest AS l WHERE l.series_id = ANY(%s)")
+    return query, [start, end, end, start, series_ids]
+
+
+def resolve_series(
+    db: Database, metric_names: Sequence[str], labels: dict[str, str],
+    labels_in: dict[str, list[str]],
+) -> pl.DataFrame:
+    """The series of ``metric_names`` whose labels match: ``series_id``, ``metric_name``,
+    ``labels_json`` (canonical JSON text), ordered by series id."""
+    where, params = _matching(metric_names, labels, labels_in)
     query = ("SELECT series_id, metric_name, labels::text FROM agts.series WHERE "
-             + " AND ".join(where) + " ORDER BY series_id")
+             + where + " ORDER BY series_id")
     with db.read_connection("resolve metric series") as conn, conn.cursor() as cur:
         cur.execute(query, params)  # query built from this module's constants only
         rows = cur.fetchall()
     return pl.DataFrame(rows, schema=SERIES_SCHEMA, orient="row")
+
+
+_EPOCH = "SELECT epoch FROM agts.series_epoch"
 
 
 class SeriesResolver:
@@ -69,33 +94,67 @@ class SeriesResolver:
     def resolve(self, metric_names: Sequence[str], labels: dict[str, str],
                 labels_in: dict[str, list[str]]) -> pl.DataFrame:
         """See :func:`resolve_series`."""
+        return self.resolve_with(metric_names, labels, labels_in)[0]
+
+    def resolve_with(
+        self, metric_names: Sequence[str], labels: dict[str, str],
+        labels_in: dict[str, list[str]],
+        also: tuple[str, Any] | Callable[[pl.DataFrame], tuple[str, Any]] | None = None,
+    ) -> tuple[pl.DataFrame, Any]:
+        """:meth:`resolve`, and the first row of the statement ``also`` (a read the caller needs
+        next), sent with the epoch check in one round trip.
+
+        ``also`` is a statement, or a function making one from the series (called with the
+        cached resolution, before it is checked): its row is returned only if that resolution
+        turns out current, else None (as when ``also`` is None, or nothing is cached yet)."""
         key = (tuple(metric_names), tuple(sorted(labels.items())),
                tuple(sorted((k, tuple(v)) for k, v in labels_in.items())))
-        epoch = self._epoch()
-        if epoch is None:
-            return resolve_series(self._db, metric_names, labels, labels_in)
         with self._lock:
             hit = self._cache.get(key)
-            if hit is not None and hit[0] == epoch:
-                self._cache.move_to_end(key)
-                return hit[1]
+        statement = (also(hit[1]) if hit is not None else None) if callable(also) else also
+        epoch, row = self._epoch(statement)
+        if epoch is not None and hit is not None and hit[0] == epoch:
+            with self._lock:
+                if key in self._cache:
+                    self._cache.move_to_end(key)
+            return hit[1], row
+        if callable(also):
+            row = None  # made from a resolution that is not current
         series = resolve_series(self._db, metric_names, labels, labels_in)
+        if epoch is None:
+            return series, row
         with self._lock:
             self._cache[key] = (epoch, series)
             self._cache.move_to_end(key)
             while len(self._cache) > _CACHED:
                 self._cache.popitem(last=False)
-        return series
+        return series, row
 
-    def _epoch(self) -> int | None:
+    def _epoch(self, also: tuple[str, Any] | None) -> tuple[int | None, Any]:
         """The series epoch (read before the series, so a series added meanwhile only makes the
-        next call look again); None on a schema without it (nothing is cached)."""
+        next call look again; None on a schema without it: nothing is cached), and the row of
+        ``also``, both in one round trip (psycopg's pipeline mode)."""
         with self._db.read_connection("resolve metric series") as conn:
             try:
-                row = conn.execute("SELECT epoch FROM agts.series_epoch").fetchone()
+                if also is None:
+                    found = conn.execute(_EPOCH).fetchone()
+                    return (int(found[0]) if found else None), None
+                with conn.pipeline():
+                    epoch_cur = conn.execute(_EPOCH)
+                    also_cur = conn.execute(*also)
+                found, row = epoch_cur.fetchone(), also_cur.fetchone()
             except psycopg.errors.UndefinedTable:
-                return None
-        return int(row[0]) if row else None
+                pass
+            else:
+                return (int(found[0]) if found else None), row
+        # A schema older than migration 0009: no epoch, nothing cached.
+        if also is None:
+            return None, None
+        with self._db.read_connection("resolve metric series") as conn:
+            try:
+                return None, conn.execute(*also).fetchone()
+            except psycopg.errors.UndefinedTable:  # a statement on series_latest
+                return None, None
 
 
 def label_struct(labels_json: pl.Series) -> pl.Series:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -36,8 +37,16 @@ from agts.query._args import (
 from agts.query._cache import QueryCache, QueryStats
 from agts.query._latest import latest_points
 from agts.query._raw import empty_raw, fetch_page, iter_pages, with_series
-from agts.query._rollups import choose, read_view, refresh, status
-from agts.query._series import SeriesResolver
+from agts.query._rollups import (
+    RollupView,
+    choose,
+    read_view,
+    refresh,
+    status,
+    view_of,
+    view_query,
+)
+from agts.query._series import SeriesResolver, points_estimate
 from agts.query._tiers import aggregate_points, bucket_floor, cold_points
 
 __all__ = ["AggregatedArgs", "MetricsQueries", "check_aggregated", "next_cursor"]
@@ -181,7 +190,14 @@ class MetricsQueries:
         labels_in: dict[str, list[str]], limit: int | None, cursor: tuple[datetime, int] | None,
         tiers: Tiers,
     ) -> pl.DataFrame:
-        series = self._series.resolve(names, labels, labels_in)
+        # How many points the range holds, roughly, travels with the series check: a small
+        # result is read over psycopg (agts.db._small).
+        def estimate_of(cached: pl.DataFrame) -> tuple[str, Any]:
+            return points_estimate(cached.get_column("series_id").to_list(), start, end)
+
+        series, estimate = self._series.resolve_with(
+            names, labels, labels_in,
+            also=estimate_of if tiers != "cold" and start < end else None)
         if series.is_empty() or start >= end:
             return empty_raw(series)
         max_results = self._config.max_results
@@ -195,8 +211,11 @@ class MetricsQueries:
                     (pl.col("timestamp") == cursor[0]) & (pl.col("series_id") > cursor[1])))
             parts.append(cold)
         if tiers != "cold":
+            hint = None if estimate is None or estimate[0] is None else int(estimate[0]) + 1
+            if limit is not None:
+                hint = limit if hint is None else min(hint, limit)
             parts.append(fetch_page(self._db, ids, start, end, limit=cap, after=cursor,
-                                    server_order=limit is not None))
+                                    server_order=limit is not None, rows_hint=hint))
         points = parts[0] if tiers == "hot" else pl.concat(parts).sort(
             "timestamp", "series_id").head(cap)
         if limit is None and points.height > max_results:
@@ -277,11 +296,16 @@ class MetricsQueries:
         label ``keys``, with ``by_metric`` the metric name first)."""
         groups = Groups(keys, by_metric)
         schema = agg.result_schema(specs, groups.columns)
-        series = self._series.resolve(names, labels, labels_in)
+        # The rollup's state travels with the series check: one round trip for both.
+        rollup = choose(specs, width, start, end) if tiers == "hot" and start < end else None
+        series, row = self._series.resolve_with(
+            names, labels, labels_in, also=view_query(rollup, start, end) if rollup else None)
         if series.is_empty() or start >= end:
             frame = pl.DataFrame(schema=schema)
         elif tiers == "hot":
-            frame = self._aggregate_sql(series, start, end, width, specs, groups, schema)
+            view = view_of(rollup, row) if rollup is not None else None
+            frame = self._aggregate_sql(series, start, end, width, specs, groups, schema,
+                                        view=view)
         else:
             frame = self._aggregate_tiers(series, start, end, width, specs, groups, schema, tiers)
         if fill is not None:
@@ -317,25 +341,34 @@ class MetricsQueries:
     def _aggregate_sql(
         self, series: pl.DataFrame, start: datetime, end: datetime, width: timedelta,
         specs: tuple[AggSpec, ...], groups: Groups, schema: dict[str, pl.DataType],
+        *, view: RollupView | None = None,
     ) -> pl.DataFrame:
         ids = series.get_column("series_id").to_list()
-        values = groups.values(series)
-        rollup = choose(specs, width, start, end)
-        view = read_view(self._db, rollup, start, end) if rollup is not None else None
+        gids, lookup = groups.numbered(series) if groups.columns else (None, None)
+        if view is None:
+            rollup = choose(specs, width, start, end)
+            view = read_view(self._db, rollup, start, end) if rollup is not None else None
         if view is not None and view.watermark is not None and start < view.watermark:
             query, params = agg.rollup_sql(
-                view.rollup.table, specs, values, ids=ids, start=start, end=end, bucket=width,
+                view.rollup.table, specs, gids, ids=ids, start=start, end=end, bucket=width,
                 width=view.rollup.width, watermark=view.watermark, dirty=view.dirty)
             log.debug("aggregate from %s (watermark %s, dirty %s)", view.rollup.name,
                       view.watermark, view.dirty)
         else:
-            query = agg.raw_sql(specs, len(values))
+            query = agg.raw_sql(specs, gids is not None)
             fractions = [spec.fraction for spec in specs if spec.fraction is not None]
-            params = [ids, start, end, width, agg.ORIGIN, *values, *fractions]
-        table = self._db.read_arrow(query, params, action="query aggregated metrics")
+            params = [ids, start, end, width, agg.ORIGIN, *([gids] if gids else []), *fractions]
+        # At most one row per bucket and group (a group per series at most): a small result
+        # is read over psycopg (agts.db._small), which is faster below a few thousand rows.
+        buckets = (end - start) // width + 2
+        rows = buckets * (len(ids) if groups.columns else 1)
+        table = self._db.read_arrow(query, params, action="query aggregated metrics",
+                                    rows_hint=rows)
         frame = pl.from_arrow(table)
         assert isinstance(frame, pl.DataFrame)
-        frame = frame.rename({f"g{i}": k for i, k in enumerate(groups.columns)})
+        if lookup is not None:  # group numbers back to values (numbered in value order)
+            frame = frame.with_columns(pl.col("g").cast(pl.Int32)).join(
+                lookup, on="g", how="left", maintain_order="left")
         return frame.select([pl.col(c).cast(t) for c, t in schema.items()])
 
     # -- latest values -------------------------------------------------------------------------
@@ -475,10 +508,17 @@ class Groups:
         return ["metric_name", *self.keys] if self.by_metric else list(self.keys)
 
     def values(self, series: pl.DataFrame) -> list[list[str | None]]:
-        """One list per group column: each series' value (the SQL's group arrays)."""
-        label_sets = [json.loads(text) for text in series.get_column("labels_json").to_list()]
-        out = [[labels.get(k) for labels in label_sets] for k in self.keys]
-        return [series.get_column("metric_name").to_list(), *out] if self.by_metric else out
+        """One list per group column: each series' value."""
+        return list(_group_values(tuple(series.get_column("metric_name").to_list()),
+                                  tuple(series.get_column("labels_json").to_list()),
+                                  tuple(self.keys), self.by_metric))
+
+    def numbered(self, series: pl.DataFrame) -> tuple[list[int], pl.DataFrame]:
+        """Each series' group number, and the groups (``g`` and the group columns) numbered in
+        the order of their values (nulls last), for the SQL's ``GROUP BY`` on integers."""
+        return _numbered(tuple(series.get_column("metric_name").to_list()),
+                         tuple(series.get_column("labels_json").to_list()),
+                         tuple(self.keys), self.by_metric)
 
     def frame(self, series: pl.DataFrame) -> pl.DataFrame:
         """``series_id`` and the group columns, one row per series (the Polars path's)."""
@@ -486,6 +526,29 @@ class Groups:
             {"series_id": series.get_column("series_id"),
              **dict(zip(self.columns, self.values(series), strict=True))},
             schema={"series_id": pl.Int32, **dict.fromkeys(self.columns, pl.String)})
+
+
+@functools.lru_cache(maxsize=256)
+def _group_values(names: tuple[str, ...], texts: tuple[str, ...], keys: tuple[str, ...],
+                  by_metric: bool) -> tuple[list[str | None], ...]:
+    # Series never change, so a set of them is decoded once (1,000 label sets: ~4 ms).
+    label_sets = [json.loads(text) for text in texts]
+    out = [[labels.get(k) for labels in label_sets] for k in keys]
+    return (list(names), *out) if by_metric else tuple(out)
+
+
+@functools.lru_cache(maxsize=256)
+def _numbered(names: tuple[str, ...], texts: tuple[str, ...], keys: tuple[str, ...],
+              by_metric: bool) -> tuple[list[int], pl.DataFrame]:
+    columns = ["metric_name", *keys] if by_metric else list(keys)
+    values = _group_values(names, texts, keys, by_metric)
+    frame = pl.DataFrame(dict(zip(columns, values, strict=True)),
+                         schema=dict.fromkeys(columns, pl.String))
+    lookup = frame.unique().sort(columns, nulls_last=True).with_row_index("g").with_columns(
+        pl.col("g").cast(pl.Int32))
+    gids = frame.join(lookup, on=columns, how="left", nulls_equal=True,
+                      maintain_order="left").get_column("g").to_list()
+    return gids, lookup
 
 
 def _metric_names(metric_names: Any) -> list[str]:
@@ -508,8 +571,14 @@ def _wide_raw(frame: pl.DataFrame, names: list[str]) -> pl.DataFrame:
         raise ValidationError(
             f"shape='wide' needs one series per metric, but {sorted(several)!r} match several "
             "label sets; narrow labels=, or pass bucket= and aggregation= to combine them")
-    return _align([frame.filter(pl.col("metric_name") == n).select(
-        "timestamp", pl.col("value").alias(n)) for n in names])
+    if frame.is_empty():
+        return pl.DataFrame(schema={"timestamp": pl.Datetime("us", "UTC"),
+                                    **dict.fromkeys(names, pl.Float64)})
+    # One pivot (a column per metric, aligned on time: one row per timestamp of any metric).
+    wide = frame.pivot(on="metric_name", index="timestamp", values="value", on_columns=names,
+                       maintain_order=True)
+    return wide.sort("timestamp").select("timestamp", *(pl.col(n).cast(pl.Float64)
+                                                       for n in names))
 
 
 def _wide_aggregated(long: pl.DataFrame, names: list[str], keys: list[str],
@@ -523,18 +592,11 @@ def _wide_aggregated(long: pl.DataFrame, names: list[str], keys: list[str],
         raise ValidationError(f"shape='wide' would name a metric column like a key column: "
                               f"{clash!r}; use shape='long'")
     schema = long.schema
-    rows = long.select(index).unique(maintain_order=True)
-    for n in names:
-        part = long.filter(pl.col("metric_name") == n).select(
-            *index, *(pl.col(a).alias(columns[(n, a)]) for a in aggs))
-        rows = rows.join(part, on=index, how="left", nulls_equal=True, maintain_order="left")
-    return rows.select(*index, *(pl.col(columns[(n, a)]).cast(schema[a]) for n in names
+    wide = long.select(index).unique(maintain_order=True)
+    for a in aggs:  # one pivot per aggregation (a metric per column), joined on the index
+        part = long.pivot(on="metric_name", index=index, values=a, on_columns=names,
+                          maintain_order=True)
+        part = part.rename({n: columns[(n, a)] for n in names})
+        wide = wide.join(part, on=index, how="left", nulls_equal=True, maintain_order="left")
+    return wide.select(*index, *(pl.col(columns[(n, a)]).cast(schema[a]) for n in names
                                  for a in aggs))
-
-
-def _align(parts: list[pl.DataFrame]) -> pl.DataFrame:
-    """Full outer join on timestamp: one row per timestamp present in any part, sorted."""
-    out = parts[0]
-    for part in parts[1:]:
-        out = out.join(part, on="timestamp", how="full", coalesce=True)
-    return out.sort("timestamp")
