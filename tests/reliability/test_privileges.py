@@ -30,12 +30,11 @@ ORDER = uuid.UUID("00000000-0000-4000-8000-0000000000aa")
 
 
 def test_writer_ingests_and_stores_execution_history_reader_queries_everything(
-    engine: agts.StorageEngine, logins: dict  # noqa: F811
+    engine: agts.StorageEngine, logins: dict, tmp_path: Path  # noqa: F811
 ) -> None:
     with agts.connect(logins["writer"]) as writer:
         assert writer.insert_metrics_batch(seq_points(0, 500)).rows_written == 500
-        with writer.ingestor(batch_size=100, spool_dir=Path(f"/tmp/agts-priv-{uuid.uuid4().hex}")
-                             ) as ing:
+        with writer.ingestor(batch_size=100, spool_dir=tmp_path / "spool") as ing:
             ing.put(seq_points(500, 800))
         assert ing.stats().points_written == 300 and ing.stats().spool_pending == 0
         store = agts.ExecutionStore(writer)
