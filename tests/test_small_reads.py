@@ -71,3 +71,30 @@ def test_small_and_large_queries_agree(engine: agts.StorageEngine) -> None:
                      pl.len().cast(pl.Int64).alias("count"))
                 .sort("timestamp", "k"))
     assert_frame_equal(bars, expected, check_exact=False)
+
+
+HOSTILE = ["it's", "back\\slash", "ünï ✓", 'a"b', "100%", "$1", "-- x", "'; DROP TABLE t; --",
+           "\t\n"]
+
+
+@pytest.mark.parametrize("rows_hint", [None, 10], ids=["adbc", "psycopg"])
+def test_values_reach_the_server_exactly(engine: agts.StorageEngine,
+                                         rows_hint: int | None) -> None:
+    """ADBC statements carry their values as literals (its one-round-trip path) and the small
+    path binds them: either way every value arrives as sent."""
+    from datetime import date
+
+    values: list[object] = [*HOSTILE, float("nan"), float("-inf"), -1.5, 1e-300, 2**40, True,
+                            None, datetime(2, 1, 1, tzinfo=UTC),
+                            datetime(2026, 1, 1, 12, 30, 0, 123456),
+                            timedelta(days=1, microseconds=7), timedelta(seconds=-90),
+                            date(2026, 3, 1), [1, -2, 3], []]
+    casts = [*(["text"] * len(HOSTILE)), "float8", "float8", "float8", "float8", "int8", "bool",
+             "text", "timestamptz", "timestamp", "interval", "interval", "date", "int[]", "int[]"]
+    select = ", ".join(f"(${i + 1}::{c})::text AS c{i}" for i, c in enumerate(casts))
+    table = engine.db.fetch_arrow(f"SELECT {select}", values, action="test",
+                                  rows_hint=rows_hint)
+    with engine.db.connection() as conn:
+        expected = conn.execute(
+            "SELECT " + ", ".join(f"(%s::{c})::text" for c in casts), values).fetchone()
+    assert tuple(table.to_pylist()[0].values()) == expected

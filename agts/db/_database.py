@@ -15,6 +15,8 @@ lock it does not get); nothing else in agts translates driver errors.
 from __future__ import annotations
 
 import logging
+import math
+import re
 import select
 import threading
 import time
@@ -22,10 +24,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal, TypeVar
 
 import psycopg
+import psycopg.sql
 import pyarrow as pa
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -367,12 +370,16 @@ class Database:
                 small = fetch_small(conn, query, tuple(params))
             if small is not None:
                 return small
-        parameters = _bind_batch(params)
+        inlined = _inline(query, tuple(params))
+        parameters = None if inlined is not None else _bind_batch(params)
         while True:
             conn, reused = self._adbc_take(ping=False, reading=True)
             try:
                 with conn.cursor() as cur:
-                    cur.execute(query, parameters=parameters)
+                    if inlined is not None:
+                        cur.execute(inlined)
+                    else:
+                        cur.execute(query, parameters=parameters)
                     table: pa.Table = cur.fetch_arrow_table()
             except BaseException as exc:
                 _close_quietly(conn)
@@ -501,6 +508,49 @@ def _is_driver_error(exc: BaseException) -> bool:
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
 _UTC_MICROS = pa.timestamp("us", tz="UTC")
+
+
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+def _literal(value: Any) -> str | None:
+    """``value`` as SQL text, for the types agts' statements bind; None for any other."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"'{value!r}'::float8" if not math.isfinite(value) else f"{value!r}::float8"
+    if isinstance(value, datetime):
+        kind = "timestamptz" if value.tzinfo is not None else "timestamp"
+        return f"'{value.isoformat()}'::{kind}"
+    if isinstance(value, timedelta):
+        # days apart, as psycopg sends them: '1 day' and '24:00:00' are different intervals
+        return (f"'{value.days} days {value.seconds} seconds {value.microseconds} "
+                "microseconds'::interval")
+    if isinstance(value, date):
+        return f"'{value.isoformat()}'::date"
+    if isinstance(value, str):
+        return psycopg.sql.Literal(value).as_string(None)
+    if isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool)
+                                       for v in value):
+        return "'{" + ",".join(str(v) for v in value) + "}'::bigint[]"
+    return None
+
+
+def _inline(query: str, params: tuple[Any, ...]) -> str | None:
+    """``query`` with its ``$n`` placeholders replaced by literals, or None when a value has a
+    type :func:`_literal` does not write. ADBC reads a statement without parameters as a binary
+    COPY in one round trip; with parameters it prepares first (another round trip, ~1 ms for a
+    2,400-row aggregate here)."""
+    if not params:
+        return query
+    texts = [_literal(value) for value in params]
+    if any(text is None for text in texts):
+        return None
+    return _PLACEHOLDER.sub(lambda m: f"({texts[int(m.group(1)) - 1]})", query)
 
 
 def _bind_batch(params: Any) -> pa.RecordBatch | None:
