@@ -5,34 +5,16 @@ Polars frames, from ``agts.series`` and the per-series summary ``agts.series_lat
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from typing import Any
 
 import polars as pl
 
 from agts.db._database import Database
-from agts.query._series import SeriesResolver, label_struct
+from agts.query._series import SeriesResolver, label_struct, series_filter
 
 __all__ = ["label_keys", "label_values", "metric_names", "series_of"]
 
 _TIME = pl.Datetime("us", "UTC")
-
-
-def _where(metric_names: Sequence[str] | None, labels: dict[str, str],
-           labels_in: dict[str, list[str]]) -> tuple[str, list[Any]]:
-    clauses: list[str] = ["true"]
-    params: list[Any] = []
-    if metric_names is not None:
-        clauses.append("s.metric_name = ANY(%s::text[])")
-        params.append(list(metric_names))
-    if labels:
-        clauses.append("s.labels @> %s::jsonb")
-        params.append(json.dumps(labels))
-    for key, values in labels_in.items():
-        clauses.append("s.labels ->> %s = ANY(%s::text[])")
-        params.extend([key, values])
-    return " AND ".join(clauses), params
 
 
 def metric_names(db: Database) -> pl.DataFrame:
@@ -68,7 +50,7 @@ def series_of(db: Database, resolver: SeriesResolver, names: Sequence[str],
 
 def label_keys(db: Database, names: Sequence[str] | None) -> pl.DataFrame:
     """One row per label key: ``key``, ``series`` (how many series have it), ``metrics``; by key."""
-    where, params = _where(names, {}, {})
+    where, params = series_filter(names, {}, {}, alias="s.")
     with db.read_connection("list label keys") as conn:
         rows = conn.execute(
             "SELECT k, count(*), count(DISTINCT s.metric_name) FROM agts.series AS s, "
@@ -82,7 +64,7 @@ def label_values(db: Database, key: str, names: Sequence[str] | None, labels: di
                  labels_in: dict[str, list[str]]) -> pl.DataFrame:
     """One row per value of label ``key`` among the matching series: ``value``, ``series``; by
     value."""
-    where, params = _where(names, labels, labels_in)
+    where, params = series_filter(names, labels, labels_in, alias="s.")
     with db.read_connection(f"list the values of label {key!r}") as conn:
         rows = conn.execute(
             "SELECT s.labels ->> %s, count(*) FROM agts.series AS s "

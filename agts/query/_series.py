@@ -26,23 +26,25 @@ import psycopg
 
 from agts.db._database import Database
 
-__all__ = ["SERIES_SCHEMA", "SeriesResolver", "label_struct", "resolve_series"]
+__all__ = ["SERIES_SCHEMA", "SeriesResolver", "label_struct", "points_estimate", "resolve_series",
+           "series_filter"]
 
 _CACHED = 512  # resolutions kept per resolver
 
 SERIES_SCHEMA = {"series_id": pl.Int32, "metric_name": pl.String, "labels_json": pl.String}
 
 
-def _matching(metric_names: Sequence[str], labels: dict[str, str],
-              labels_in: dict[str, list[str]]) -> tuple[str, list[Any]]:
-    """The WHERE condition on ``agts.series`` of a resolution, and its values."""
-    where = ["metric_name = ANY(%s::text[])"]
-    params: list[Any] = [list(metric_names)]
+def series_filter(metric_names: Sequence[str] | None, labels: dict[str, str],
+                  labels_in: dict[str, list[str]], *, alias: str = "") -> tuple[str, list[Any]]:
+    """The WHERE condition on ``agts.series`` (named ``alias``; ``"s."`` for ``AS s``) of a
+    resolution (any metric when ``metric_names`` is None), and its values."""
+    where = ["true"] if metric_names is None else [f"{alias}metric_name = ANY(%s::text[])"]
+    params: list[Any] = [] if metric_names is None else [list(metric_names)]
     if labels:
-        where.append("labels @> %s::jsonb")
+        where.append(f"{alias}labels @> %s::jsonb")
         params.append(json.dumps(labels))
     for key, values in labels_in.items():
-        where.append("labels ->> %s = ANY(%s::text[])")
+        where.append(f"{alias}labels ->> %s = ANY(%s::text[])")
         params.extend([key, values])
     return " AND ".join(where), params
 
@@ -67,7 +69,7 @@ def resolve_series(
 ) -> pl.DataFrame:
     """The series of ``metric_names`` whose labels match: ``series_id``, ``metric_name``,
     ``labels_json`` (canonical JSON text), ordered by series id."""
-    where, params = _matching(metric_names, labels, labels_in)
+    where, params = series_filter(metric_names, labels, labels_in)
     query = ("SELECT series_id, metric_name, labels::text FROM agts.series WHERE "
              + where + " ORDER BY series_id")
     with db.read_connection("resolve metric series") as conn, conn.cursor() as cur:

@@ -7,8 +7,9 @@ import json
 import os
 import shutil
 import socket
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -213,3 +214,28 @@ def record(_results_file: Path, request: pytest.FixtureRequest) -> Record:
         _RESULTS.append({"test": request.node.nodeid, "fault": fault, **figures})
 
     return _record
+
+
+class Call:
+    """``fn()`` in a (daemon) thread; its result or exception once joined."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                self.result = fn()
+            except BaseException as exc:
+                self.error = exc
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def join(self, timeout: float = 30) -> Call:
+        self._thread.join(timeout)
+        assert self.done(), "the call did not return"
+        return self

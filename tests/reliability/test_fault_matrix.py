@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -49,7 +48,7 @@ from agts import positions as pos
 from agts.config import StorageConfig
 from agts.db import _local, conninfo
 from tests.conftest import _drop_database, _new_database
-from tests.reliability.conftest import Cluster, Record, admin, idle_in_transaction
+from tests.reliability.conftest import Call, Cluster, Record, admin, idle_in_transaction
 
 DAY0 = datetime(2026, 1, 1, tzinfo=UTC)  # metric chunks are 1 day wide
 WEEK0 = datetime(2024, 1, 4, tzinfo=UTC)  # a Thursday: execution chunks are 7 days, epoch-aligned
@@ -473,30 +472,6 @@ def test_a_warm_engine_answers_at_once_after_a_server_restart(
 # -- the backend terminated mid-call ---------------------------------------------------------------
 
 
-class Running:
-    """``fn()`` in a thread; its result or exception once joined."""
-
-    def __init__(self, fn: Callable[[], Any]) -> None:
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-        def run() -> None:
-            try:
-                self.result = fn()
-            except BaseException as exc:
-                self.error = exc
-
-        self._thread = threading.Thread(target=run, daemon=True)
-        self._thread.start()
-
-    def done(self) -> bool:
-        return not self._thread.is_alive()
-
-    def join(self, timeout: float = 60) -> None:
-        self._thread.join(timeout)
-        assert self.done(), "the call did not return after its backend was terminated"
-
-
 def terminated_mid_call(w: World, fn: Callable[[World], Any]
                         ) -> tuple[str | None, Any, BaseException | None]:
     """Hold ACCESS EXCLUSIVE locks on every ``agts`` table in another session, run ``fn(w)`` in a
@@ -507,7 +482,7 @@ def terminated_mid_call(w: World, fn: Callable[[World], Any]
     with psycopg.connect(conninfo(w.config.database)) as locker, admin(w.config) as watch:
         locker.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
             sql.SQL(", ").join(sql.SQL(t) for t in w.tables)))  # names quoted by format(%I)
-        call = Running(lambda: fn(w))
+        call = Call(lambda: fn(w))
         deadline = time.monotonic() + 20
         while waited is None and not call.done() and time.monotonic() < deadline:
             row = watch.execute(
@@ -520,7 +495,7 @@ def terminated_mid_call(w: World, fn: Callable[[World], Any]
             watch.execute("SELECT pg_terminate_backend(%s)", (row[0],))
             waited = str(row[1])
         locker.rollback()
-    call.join()
+    call.join(60)
     return waited, call.result, call.error
 
 

@@ -9,7 +9,6 @@ next call (or the ingestor, on its own) recovers.
 from __future__ import annotations
 
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -26,6 +25,7 @@ from agts.config import StorageConfig
 from agts.db import conninfo
 from tests.reliability._data import T0, check_exactly_once, seq_points
 from tests.reliability.conftest import (
+    Call,
     Record,
     admin,
     allow_connections,
@@ -64,28 +64,6 @@ def waiting_backend(config: StorageConfig, like: str, timeout: float = 20, *,
 def terminate(config: StorageConfig, pid: int) -> None:
     with admin(config) as conn:
         assert conn.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
-
-
-class Call:
-    """Run ``fn`` in a thread and keep its result or exception."""
-
-    def __init__(self, fn: Callable[[], Any]) -> None:
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-        def run() -> None:
-            try:
-                self.result = fn()
-            except BaseException as exc:
-                self.error = exc
-
-        self._thread = threading.Thread(target=run)
-        self._thread.start()
-
-    def join(self, timeout: float = 30) -> Call:
-        self._thread.join(timeout)
-        assert not self._thread.is_alive(), "the call did not return"
-        return self
 
 
 def ledger_rows(engine: agts.StorageEngine, batch_id: str) -> int:
