@@ -582,6 +582,24 @@ class StorageEngine:
         """
         return self.cold_tier.query(table, start, end, metric_name=metric_name, root=root)
 
+    def verify_cold(self, table: str | None = None) -> pl.DataFrame:
+        """Read back every archived file of ``table`` (default: every table) and check it against
+        its manifest row: present, the recorded size and sha256, a Parquet file with the recorded
+        row count.
+
+        Returns
+        -------
+        polars.DataFrame
+            One row per file: ``table_name, root, path, state, rows, bytes, problem`` (null when
+            the file is the one recorded; otherwise what is wrong, naming the file).
+
+        Raises
+        ------
+        ArchiveError
+            A root cannot be listed or read at all.
+        """
+        return self.cold_tier.verify(table)
+
     def run_retention(self, *, now: Any = None, dry_run: bool = False) -> RetentionReport:
         """Apply ``retention.*``: compress old chunks (Community), archive and drop expired ones.
 

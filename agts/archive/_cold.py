@@ -8,9 +8,11 @@ every row once.
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import duckdb
 import polars as pl
@@ -24,8 +26,10 @@ from agts.archive._tables import METRICS, TableSpec
 from agts.config import ArchiveConfig, StorageConfig
 from agts.errors import ArchiveError, ValidationError
 
-__all__ = ["archived_tables", "cold", "cold_files", "duckdb_connection", "empty_frame",
-           "read_cold", "read_files", "scan"]
+__all__ = ["ArchivedFile", "archived_tables", "cold", "cold_files", "duckdb_connection",
+           "empty_frame", "read_cold", "read_files", "scan"]
+
+log = logging.getLogger(__name__)
 
 _PG_TO_POLARS: dict[str, pl.DataType] = {
     "timestamp with time zone": pl.Datetime("us", "UTC"),
@@ -33,6 +37,10 @@ _PG_TO_POLARS: dict[str, pl.DataType] = {
     "double precision": pl.Float64(), "real": pl.Float32(), "integer": pl.Int32(),
     "bigint": pl.Int64(), "smallint": pl.Int16(), "boolean": pl.Boolean(), "date": pl.Date(),
 }
+
+
+#: What a ``table=<name>`` folder may be called: the names agts gives archived tables.
+_TABLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
 def _existing(store: ArchiveStore) -> ArchiveStore:
@@ -46,12 +54,20 @@ def _existing(store: ArchiveStore) -> ArchiveStore:
 
 
 def archived_tables(store: ArchiveStore) -> list[str]:
-    """Names of the tables that have a ``table=<name>`` folder under the root."""
+    """Names of the tables that have a ``table=<name>`` folder under the root. A folder whose
+    name is not one agts writes (a lower-case identifier, as the hypertables' names) is passed over
+    with a warning: names become DuckDB view names and glob patterns, and a folder anyone could
+    create must not become SQL."""
     selector = pafs.FileSelector(store.base, recursive=False, allow_not_found=True)
     names = []
     for info in store.fs.get_file_info(selector):
         if info.type == pafs.FileType.Directory and info.base_name.startswith("table="):
-            names.append(info.base_name[len("table="):])
+            name = info.base_name[len("table="):]
+            if _TABLE_NAME.fullmatch(name):
+                names.append(name)
+            else:
+                log.warning("archive %s: folder %r is not a table agts writes; passed over",
+                            store.root, info.base_name)
     return sorted(names)
 
 
@@ -113,12 +129,22 @@ def empty_frame(spec: TableSpec) -> pl.DataFrame:
         column: _PG_TO_POLARS.get(type_, pl.String()) for column, type_ in spec.columns})
 
 
+class ArchivedFile(NamedTuple):
+    """A data file of the cold tier as the database's manifest records it."""
+
+    root: str
+    path: str  # relative to the root
+    size: int
+    sha256: str
+
+
 def cold_files(conn: Any, spec: TableSpec, start: datetime, end: datetime,
-               metric_name: str | None) -> list[tuple[str, str]]:
-    """(root, path) of the files holding rows of ``[start, end)`` that are gone from the hot tier."""
+               metric_name: str | None) -> list[ArchivedFile]:
+    """The files holding rows of ``[start, end)`` that are gone from the hot tier."""
     rows = conn.execute(
         """
-        SELECT u.root, f.path FROM agts.archive_files f JOIN agts.archive_units u USING (unit_id)
+        SELECT u.root, f.path, f.bytes, f.sha256
+        FROM agts.archive_files f JOIN agts.archive_units u USING (unit_id)
         WHERE u.hypertable = %s AND u.state = 'dropped' AND u.range_start < %s AND u.range_end > %s
           AND f.max_time >= %s AND f.min_time < %s
           AND (u.metric_name IS NULL OR %s::text IS NULL OR u.metric_name = %s::text)
@@ -126,15 +152,15 @@ def cold_files(conn: Any, spec: TableSpec, start: datetime, end: datetime,
         """,
         [spec.qualified, end, start, start, end, metric_name, metric_name],
     ).fetchall()
-    return [(str(r[0]), str(r[1])) for r in rows]
+    return [ArchivedFile(str(r[0]), str(r[1]), int(r[2]), str(r[3])) for r in rows]
 
 
 def read_cold(
-    stores: Callable[[str], ArchiveStore], spec: TableSpec, files: list[tuple[str, str]],
+    stores: Callable[[str], ArchiveStore], spec: TableSpec, files: list[ArchivedFile],
     start: datetime, end: datetime, *, metric_name: str | None = None, root: str | None = None,
 ) -> pl.DataFrame:
-    """The rows of ``files`` (``(root, path)`` pairs) inside ``[start, end)`` (and of one metric),
-    ordered by time; ``stores`` gives the store of a root, ``root`` overrides every file's."""
+    """The rows of ``files`` inside ``[start, end)`` (and of one metric), ordered by time;
+    ``stores`` gives the store of a root, ``root`` overrides every file's."""
     if not files:
         return empty_frame(spec)
     time_column = spec.archive_time_column
@@ -143,24 +169,29 @@ def read_cold(
     if metric_name is not None:
         expr = expr & (ds.field("metric_name") == metric_name)
     tables = []
-    for file_root in sorted({r for r, _ in files}):
+    for file_root in sorted({f.root for f in files}):
         store = stores(root if root is not None else file_root)
-        paths = [store.path(p) for r, p in files if r == file_root]
-        tables.append(read_files(store, paths, spec, filter=expr))
+        tables.append(read_files(store, [f for f in files if f.root == file_root], spec,
+                                 filter=expr))
     frame = pl.from_arrow(pa.concat_tables(tables, promote_options="default"))
     assert isinstance(frame, pl.DataFrame)
     return frame.sort(time_column, maintain_order=True)
 
 
-def read_files(store: ArchiveStore, paths: list[str], spec: TableSpec, *,
+def read_files(store: ArchiveStore, files: list[ArchivedFile], spec: TableSpec, *,
                filter: ds.Expression | None = None) -> pa.Table:
-    """The rows of Parquet files of ``store`` (full paths).
+    """The rows of archived files of ``store``, each first checked against its recorded size and
+    sha256 (:meth:`ArchiveStore.check`).
 
     Raises
     ------
     ArchiveError
-        A file is missing, cut short or not Parquet; the message names it.
+        A file is missing, replaced, cut short or not Parquet, or its path leaves the root; the
+        message names it.
     """
+    for file in files:
+        store.check(file.path, size=file.size, sha256=file.sha256)
+    paths = [store.path(file.path) for file in files]
     try:
         return ds.dataset(paths, filesystem=store.fs, format="parquet").to_table(filter=filter)
     except (OSError, pa.ArrowException) as exc:

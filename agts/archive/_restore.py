@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from psycopg import sql
 
 from agts._args import check_range
-from agts.archive._cold import read_files
+from agts.archive._cold import ArchivedFile, read_files
 from agts.archive._store import ArchiveStore
 from agts.archive._tables import METRICS, TableSpec, resolve
 from agts.db._database import Database
@@ -65,18 +65,28 @@ def restore(
         spec = resolve(conn, table)
         units = conn.execute(
             """
-            SELECT unit_id, root, array_agg(f.path ORDER BY f.path) FILTER (WHERE f.path IS NOT NULL)
+            SELECT u.unit_id, u.root, f.path, f.bytes, f.sha256
             FROM agts.archive_units u LEFT JOIN agts.archive_files f USING (unit_id)
             WHERE u.hypertable = %s AND u.state = 'dropped'
               AND u.range_start < %s AND u.range_end > %s
-            GROUP BY unit_id, root ORDER BY min(u.range_start)
+            ORDER BY u.range_start, u.unit_id, f.path
             """,
             [spec.qualified, end_utc, start_utc],
         ).fetchall()
+    files: dict[int, list[ArchivedFile]] = {}
+    for unit_id, unit_root, path, size, sha in units:
+        unit = files.setdefault(unit_id, [])
+        if path is not None:
+            unit.append(ArchivedFile(root if root is not None else unit_root, path, size, sha))
+    # Every file is checked against its recorded size and sha256 before any row goes back: a
+    # replaced or damaged file stops the restore before it changes the hot tier.
+    for unit_files in files.values():
+        for file in unit_files:
+            stores(file.root).check(file.path, size=file.size, sha256=file.sha256)
     total = 0
-    for unit_id, unit_root, paths in units:
-        store = stores(root if root is not None else unit_root)
-        data = read_files(store, [store.path(p) for p in paths], spec) if paths else None
+    for unit_id, unit_files in files.items():
+        data = (read_files(stores(unit_files[0].root), unit_files, spec) if unit_files
+                else None)
         inserted = _insert(db, spec, data, unit_id)
         log.info("restored unit %s of %s: %d rows inserted", unit_id, spec.qualified, inserted)
         total += inserted

@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 
 _READ_BLOCK = 1 << 22
 
+#: File versions (uri, size, mtime) whose sha256 matched the manifest in this process.
+_VERIFIED: dict[tuple[str, int, int | None], str] = {}
+_VERIFIED_MAX = 100_000
+
 
 class HashingWriter(io.RawIOBase):
     """A write-only stream that passes bytes on to ``raw`` and keeps their sha256 and count."""
@@ -114,8 +118,24 @@ class ArchiveStore:
         return f"ArchiveStore({self.root!r})"
 
     def path(self, relative: str) -> str:
-        """The filesystem path of a file given relative to the root."""
-        return f"{self.base}/{relative}" if relative else self.base
+        """The filesystem path of a file given relative to the root.
+
+        Raises
+        ------
+        ArchiveError
+            ``relative`` would leave the root: absolute, with a ``..`` or empty component, a
+            backslash or a NUL (paths come from the database's manifest rows: a tampered row must
+            not make agts read or delete a file elsewhere).
+        """
+        if not relative:
+            return self.base
+        parts = relative.split("/")
+        if (relative.startswith("/") or "\\" in relative or "\0" in relative
+                or any(part in ("", ".", "..") for part in parts)):
+            raise ArchiveError(
+                f"refusing the archive path {relative!r}: it is not a plain path inside the root "
+                f"{self.root!r}", path=self.root)
+        return f"{self.base}/{relative}"
 
     def uri(self, relative: str) -> str:
         """A URI or local path users can hand to other tools."""
@@ -184,6 +204,44 @@ class ArchiveStore:
                 digest.update(block)
                 size += len(block)
         return digest.hexdigest(), size
+
+    def check(self, relative: str, *, size: int, sha256: str, again: bool = False) -> None:
+        """Check that a stored file is the one the manifest recorded (its size and sha256) before
+        its rows are used. The sha256 is computed once per file version in a process: a file
+        whose size and modification time have not changed since it matched is not read again
+        (``again``: read it anyway).
+
+        Raises
+        ------
+        ArchiveError
+            The file is missing, or its size or sha256 is not what was recorded (replaced, cut
+            short or damaged); the message names it.
+        """
+        uri = self.uri(relative)
+        try:
+            with self._errors("stat", relative):
+                info = self.fs.get_file_info(self.path(relative))
+        except FileNotFoundError:
+            info = None
+        if info is None or info.type != pafs.FileType.File:
+            raise ArchiveError(f"the archived file {uri!r} is missing", path=uri)
+        version = (uri, info.size, info.mtime_ns)
+        if not again and _VERIFIED.get(version) == sha256:
+            return
+        if info.size != size:
+            raise ArchiveError(f"the archived file {uri!r} holds {info.size} bytes, the manifest "
+                               f"recorded {size}: it was replaced or cut short", path=uri)
+        try:
+            actual, _ = self.sha256(relative)
+        except FileNotFoundError:
+            raise ArchiveError(f"the archived file {uri!r} is missing", path=uri) from None
+        if actual != sha256:
+            raise ArchiveError(f"the archived file {uri!r} does not match its recorded sha256 "
+                               f"({actual[:12]}… instead of {sha256[:12]}…): it was replaced or "
+                               "damaged", path=uri)
+        if len(_VERIFIED) >= _VERIFIED_MAX:
+            _VERIFIED.clear()
+        _VERIFIED[version] = sha256
 
     def exists(self, relative: str) -> bool:
         with self._errors("stat", relative):

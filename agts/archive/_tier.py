@@ -13,6 +13,8 @@ from typing import Any
 
 import duckdb
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from agts._args import check_positive_int, check_range, optional_utc
 from agts.archive._archiver import Archiver, ArchiveReport
@@ -22,7 +24,7 @@ from agts.archive._store import ArchiveStore
 from agts.archive._tables import METRICS, TableSpec, resolve
 from agts.config import ArchiveConfig
 from agts.db._database import Database
-from agts.errors import ValidationError
+from agts.errors import ArchiveError, ValidationError
 
 __all__ = ["ColdTier"]
 
@@ -129,6 +131,25 @@ class ColdTier:
         return read_cold(self.store, spec, files, start_utc, end_utc, metric_name=metric_name,
                          root=root)
 
+    def verify(self, table: str | None = None) -> pl.DataFrame:
+        """See :meth:`agts.StorageEngine.verify_cold`."""
+        if table is not None and (not isinstance(table, str) or not table or "\x00" in table):
+            raise ValidationError(f"table must be an archive table name, got {table!r}")
+        with self.db.read_connection("read the archive manifest") as conn:
+            rows = conn.execute(
+                "SELECT table_name, root, path, state, rows, bytes, sha256 "
+                "FROM agts.archive_manifest WHERE %s::text IS NULL OR table_name = %s "
+                "ORDER BY table_name, root, path", [table, table]).fetchall()
+        stores: dict[str, ArchiveStore] = {}
+        problems: list[str | None] = []
+        for _, root, path, _, count, size, sha in rows:
+            store = stores.get(root) or stores.setdefault(root, self.store(root))
+            problems.append(_problem(store, path, count, size, sha))
+        frame = pl.DataFrame(rows, orient="row", schema={
+            "table_name": pl.String, "root": pl.String, "path": pl.String, "state": pl.String,
+            "rows": pl.Int64, "bytes": pl.Int64, "sha256": pl.String})
+        return frame.drop("sha256").with_columns(pl.Series("problem", problems, pl.String))
+
     def metric_rows(self, names: list[str], start: datetime, end: datetime) -> pl.DataFrame | None:
         """The archived rows (``timestamp, metric_name, value, labels``) of metrics ``names`` in
         ``[start, end)`` whose hot rows were dropped, or None when no such range overlaps (one
@@ -145,3 +166,19 @@ class ColdTier:
             return None
         rows = read_cold(self.store, spec, files, start, end, metric_name=one)
         return rows if one is not None else rows.filter(pl.col("metric_name").is_in(names))
+
+
+def _problem(store: ArchiveStore, path: str, rows: int, size: int, sha: str) -> str | None:
+    """What is wrong with one archived file (None: it is the file the manifest recorded)."""
+    try:
+        store.check(path, size=size, sha256=sha, again=True)
+        with store.fs.open_input_file(store.path(path)) as handle:
+            found = pq.ParquetFile(handle).metadata.num_rows
+    except ArchiveError as exc:
+        return str(exc)
+    except (OSError, pa.ArrowException) as exc:
+        return f"the archived file {store.uri(path)!r} is not a readable Parquet file ({exc})"
+    if found != rows:
+        return (f"the archived file {store.uri(path)!r} holds {found} rows, the manifest "
+                f"recorded {rows}")
+    return None

@@ -1,10 +1,13 @@
-"""``agts archive``: export to the Parquet cold tier, restore, list the manifest."""
+"""``agts archive``: export to the Parquet cold tier, restore, verify, list the manifest."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import asdict
 from typing import Any
+
+import polars as pl
 
 from agts.cli._common import (
     add_json_flag,
@@ -20,9 +23,10 @@ from agts.cli._common import (
 
 def register(sub: Any) -> None:
     parser = sub.add_parser(
-        "archive", help="Parquet cold tier: export (and drop), restore, list",
+        "archive", help="Parquet cold tier: export (and drop), restore, verify, list",
         epilog="Examples:\n  agts archive export metrics --end 2026-01-01 --drop"
                "\n  agts archive restore metrics 2025-12-01 2025-12-02"
+               "\n  agts archive verify --table metrics"
                "\n  agts archive list --json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -43,6 +47,13 @@ def register(sub: Any) -> None:
     restore.add_argument("end")
     add_json_flag(restore)
     restore.set_defaults(func=run_restore)
+
+    verify = actions.add_parser(
+        "verify", help="read every archived file back and check it against the manifest "
+        "(exit 1 if one is missing, replaced or damaged)")
+    verify.add_argument("--table", help="only this archive table")
+    add_json_flag(verify)
+    verify.set_defaults(func=run_verify)
 
     listing = actions.add_parser("list", help="the manifest: every file with its state")
     listing.add_argument("--table", help="only this archive table")
@@ -78,6 +89,20 @@ def run_restore(args: argparse.Namespace) -> int:
     else:
         print(f"{args.table}: restored {rows} rows")
     return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    with engine_from_args(args) as engine:
+        require_schema(engine)
+        checked = engine.verify_cold(args.table)
+    bad = checked.filter(pl.col("problem").is_not_null())
+    if args.json:
+        print_json({"files_checked": checked.height, "problems": bad.to_dicts()})
+    else:
+        for row in bad.iter_rows(named=True):
+            print(f"{row['table_name']}: {row['problem']}", file=sys.stderr)
+        print(f"{checked.height} file(s) checked, {bad.height} with a problem")
+    return 1 if bad.height else 0
 
 
 def run_list(args: argparse.Namespace) -> int:

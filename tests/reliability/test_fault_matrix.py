@@ -279,6 +279,7 @@ ENTRIES: list[Entry] = [
           writes=True),
     Entry("engine.query_cold", lambda w: w.engine.query_cold("metrics", *METRIC_SPAN),
           ("metric",)),
+    Entry("engine.verify_cold", lambda w: w.engine.verify_cold("metrics"), ("archive",)),
     Entry("engine.run_retention", lambda w: w.engine.run_retention(now=NOW),
           ("retention", "agts."), writes=True),
     Entry("engine.storage_report", lambda w: w.engine.storage_report(), ("storage",)),

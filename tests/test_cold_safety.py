@@ -1,0 +1,183 @@
+"""The cold tier does not trust what it reads: a replaced data file, a manifest row that points
+outside the root, and a folder name made to be SQL are refused, and nothing else is touched."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+import agts
+from agts.config import StorageConfig
+from tests.test_cli import run_cli
+
+DAY0 = datetime(2026, 1, 1, tzinfo=UTC)
+DAY = timedelta(days=1)
+
+
+@pytest.fixture
+def arch(config: StorageConfig, tmp_path: Path) -> Iterator[agts.StorageEngine]:
+    cfg = config.with_overrides(archive={"root": str(tmp_path / "archive")})
+    with agts.connect(cfg) as eng:
+        yield eng
+
+
+def _points(days: int = 2, per_day: int = 240) -> pl.DataFrame:
+    n = days * per_day
+    return pl.DataFrame({
+        "timestamp": pl.Series([DAY0 + i * DAY / per_day for i in range(n)],
+                               dtype=pl.Datetime("us", "UTC")),
+        "metric_name": ["latency"] * n,
+        "value": [float(i) for i in range(n)],
+        "labels": [{"venue": "x" if i % 2 else "y"} for i in range(n)],
+    })
+
+
+def _hot_count(engine: agts.StorageEngine) -> int:
+    with engine.db.connection() as conn:
+        row = conn.execute("SELECT count(*) FROM agts.metric_points").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _first_file(engine: agts.StorageEngine, root: Path) -> Path:
+    with engine.db.connection() as conn:
+        row = conn.execute("SELECT path FROM agts.archive_files ORDER BY min_time LIMIT 1").fetchone()
+    assert row is not None
+    return root / row[0]
+
+
+def _archived(arch: agts.StorageEngine) -> tuple[Path, pl.DataFrame]:
+    points = _points()
+    arch.insert_metrics_batch(points)
+    arch.archive("metrics", DAY0, DAY0 + 2 * DAY, drop=True)
+    assert _hot_count(arch) == 0
+    return Path(arch.config.archive.root), points
+
+
+def test_a_replaced_data_file_is_refused_by_every_reader_and_by_restore(
+        arch: agts.StorageEngine) -> None:
+    """A valid Parquet file with other values under an archived file's name: its rows are not
+    read (they were restored into the hot tier before), and the error names the file."""
+    root, points = _archived(arch)
+    good = arch.query_cold("metrics", DAY0, DAY0 + 2 * DAY)
+    assert good.height == points.height
+    path = _first_file(arch, root)
+    original, table = path.read_bytes(), pq.read_table(path)
+    pq.write_table(table.set_column(table.schema.get_field_index("value"), "value",
+                                    pc.add(table.column("value"), 1000.0)), path)
+    arch.clear_query_cache()
+    calls = {
+        "query_cold": lambda: arch.query_cold("metrics", DAY0, DAY0 + 2 * DAY),
+        "query_metrics": lambda: arch.query_metrics("latency", DAY0, DAY0 + DAY, tiers="all"),
+        "query_aggregated": lambda: arch.query_aggregated(
+            "latency", DAY0, DAY0 + DAY, "1h", "avg", tiers="cold"),
+        "restore": lambda: arch.restore("metrics", DAY0, DAY0 + 2 * DAY),
+    }
+    for name, call in calls.items():
+        with pytest.raises(agts.ArchiveError, match="sha256|bytes") as info:
+            call()
+        assert path.name in str(info.value), name
+    assert _hot_count(arch) == 0  # restore changed nothing: not even the intact day came back
+    # Put back, it reads again: the check is of the file, not a flag left behind.
+    path.write_bytes(original)
+    arch.clear_query_cache()
+    assert arch.query_cold("metrics", DAY0, DAY0 + 2 * DAY).equals(good)
+    assert arch.restore("metrics", DAY0, DAY0 + 2 * DAY) == points.height
+
+
+@pytest.mark.parametrize("bad", ["../victim.txt", "/etc/passwd", "table=metrics/../../victim.txt",
+                                 "table=metrics//x.parquet", "table=metrics\\..\\victim.txt"])
+def test_a_manifest_path_outside_the_root_is_refused_and_nothing_outside_is_touched(
+        arch: agts.StorageEngine, tmp_path: Path, bad: str) -> None:
+    root, _ = _archived(arch)
+    victim = root.parent / "victim.txt"
+    victim.write_text("not agts's")
+    with arch.db.connection() as conn:
+        conn.execute("UPDATE agts.archive_files SET path = %s WHERE path = (SELECT path FROM "
+                     "agts.archive_files ORDER BY min_time LIMIT 1)", [bad])
+    for call in (lambda: arch.query_cold("metrics", DAY0, DAY0 + 2 * DAY),
+                 lambda: arch.restore("metrics", DAY0, DAY0 + 2 * DAY)):
+        with pytest.raises(agts.ArchiveError, match="refusing the archive path") as info:
+            call()
+        assert repr(bad) in str(info.value)
+    assert victim.read_text() == "not agts's" and _hot_count(arch) == 0
+
+
+def test_a_tampered_path_of_a_superseded_copy_is_not_deleted(arch: agts.StorageEngine) -> None:
+    """Archiving one metric with drop (what per-metric retention does) deletes the files of the
+    whole-range copy it makes stale: a manifest row pointing outside the root is refused, not
+    deleted."""
+    points = _points(days=1)
+    arch.insert_metrics_batch(points)
+    arch.export_cold("metrics", DAY0, DAY0 + DAY)
+    root = Path(arch.config.archive.root)
+    victim = root.parent / "victim.txt"
+    victim.write_text("not agts's")
+    with arch.db.connection() as conn:
+        conn.execute("UPDATE agts.archive_files SET path = '../victim.txt'")
+    with pytest.raises(agts.ArchiveError, match="refusing the archive path '../victim.txt'"):
+        arch.cold_tier.archive("metrics", DAY0, DAY0 + DAY, drop=True, metric_name="latency")
+    assert victim.read_text() == "not agts's"
+
+
+def test_a_folder_name_made_to_be_sql_is_passed_over(
+        arch: agts.StorageEngine, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root, points = _archived(arch)
+    out = tmp_path / "f.csv"
+    evil = (f"table=x\" AS SELECT 1; COPY (SELECT 42) TO '{out}'; CREATE VIEW \"y")
+    (root / evil / "date=2026-01-01").mkdir(parents=True)
+    pq.write_table(pq.read_table(_first_file(arch, root)),
+                   root / evil / "date=2026-01-01" / "part.parquet")
+    with caplog.at_level(logging.WARNING, logger="agts"):
+        con = arch.cold()
+    try:
+        views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() "
+                                           "WHERE NOT internal").fetchall()}
+        assert views == {"metrics"}
+        assert con.execute("SELECT count(*) FROM metrics").fetchone() == (points.height,)
+    finally:
+        con.close()
+    assert not out.exists()
+    assert any("is not a table agts writes" in r.getMessage() for r in caplog.records)
+    with pytest.raises(agts.ValidationError, match="has no files"):
+        arch.scan_cold('x" AS SELECT 1')
+
+
+def test_verify_names_each_file_that_is_not_the_one_recorded(arch: agts.StorageEngine) -> None:
+    root, _ = _archived(arch)
+    files = sorted(root.rglob("*.parquet"))
+    assert len(files) == 2
+    checked = arch.verify_cold()
+    assert checked.height == 2 and checked.get_column("problem").null_count() == 2
+    assert set(checked.get_column("state")) == {"dropped"}
+    replaced, cut = files
+    table = pq.read_table(replaced)
+    pq.write_table(table.set_column(table.schema.get_field_index("value"), "value",
+                                    pc.multiply(table.column("value"), 2.0)), replaced)
+    cut.write_bytes(cut.read_bytes()[:100])
+    problems = dict(arch.verify_cold("metrics").select("path", "problem").iter_rows())
+    assert set(problems) == {str(p.relative_to(root)) for p in files}
+    assert all(name in (problems[str(p.relative_to(root))] or "")
+               for p, name in ((replaced, replaced.name), (cut, cut.name)))
+    assert arch.verify_cold("orders").is_empty()
+    run = run_cli("archive", "verify", config=arch.config,
+                  env_extra={"AGTS_ARCHIVE__ROOT": str(root)})
+    assert run.returncode == 1, run.stderr
+    assert "2 file(s) checked, 2 with a problem" in run.stdout
+    assert replaced.name in run.stderr and cut.name in run.stderr
+    assert "Traceback" not in run.stderr
+    cut.unlink()
+    run = run_cli("archive", "verify", "--json", config=arch.config,
+                  env_extra={"AGTS_ARCHIVE__ROOT": str(root)})
+    report = json.loads(run.stdout)
+    assert run.returncode == 1 and report["files_checked"] == 2
+    assert any("is missing" in p["problem"] and cut.name in p["problem"]
+               for p in report["problems"])
