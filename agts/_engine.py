@@ -526,7 +526,9 @@ class StorageEngine:
             Datetimes or ISO 8601 strings (naive = UTC); chunks lying entirely inside are taken.
             Default: from the oldest chunk up to now (closed chunks only).
         drop
-            Remove the verified chunks from the hot tier.
+            Remove the verified chunks from the hot tier. For ``metrics`` the rollups are
+            refreshed first (as :meth:`run_retention` does), so the 1-minute and 1-hour
+            aggregates of the dropped range stay complete.
         root
             Archive root (a directory or ``s3://bucket/prefix``); default ``archive.root``.
         row_group_rows
@@ -537,6 +539,8 @@ class StorageEngine:
         ConfigError
             No archive root, an unknown table or an invalid argument.
         """
+        if drop and table in ("metrics", "metric_points"):
+            self.refresh_rollups()
         return self.cold_tier.archive(table, start, end, drop=drop, root=root,
                                       row_group_rows=row_group_rows)
 

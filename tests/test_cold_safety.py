@@ -181,3 +181,54 @@ def test_verify_names_each_file_that_is_not_the_one_recorded(arch: agts.StorageE
     assert run.returncode == 1 and report["files_checked"] == 2
     assert any("is missing" in p["problem"] and cut.name in p["problem"]
                for p in report["problems"])
+
+
+def test_a_damaged_range_whose_hot_rows_are_gone_does_not_stop_the_other_ranges(
+        arch: agts.StorageEngine) -> None:
+    """Day 1 was exported (the run died before verify), then its chunk was dropped outside agts
+    and its file cut short: nothing can archive it, but day 2 is archived all the same, and the
+    run says which range failed and why, naming the file."""
+    points = _points(days=2)
+    arch.insert_metrics_batch(points)
+    arch.export_cold("metrics", DAY0, DAY0 + DAY)
+    root = Path(arch.config.archive.root)
+    path = _first_file(arch, root)
+    with arch.db.connection() as conn:
+        conn.execute("UPDATE agts.archive_units SET state = 'exported'")
+        conn.execute("SELECT drop_chunks('agts.metric_points', older_than => %s)", [DAY0 + DAY])
+    path.write_bytes(path.read_bytes()[:64])
+    report = arch.archive("metrics", DAY0, DAY0 + 2 * DAY, drop=True)
+    assert (report.units_exported, report.units_dropped, report.rows_dropped) == (
+        1, 1, points.height // 2)
+    [(unit, why)] = report.failed
+    assert unit.startswith("metrics [2026-01-01") and path.name in why and "damaged" in why
+    assert arch.query_cold("metrics", DAY0 + DAY, DAY0 + 2 * DAY).height == points.height // 2
+    run = run_cli("archive", "export", "metrics", "--start", "2026-01-01", "--end", "2026-01-03",
+                  "--drop", config=arch.config, env_extra={"AGTS_ARCHIVE__ROOT": str(root)})
+    assert run.returncode == 1 and path.name in run.stderr and "Traceback" not in run.stderr
+
+
+def test_an_empty_export_does_not_break_the_readers_of_other_tables(
+        arch: agts.StorageEngine) -> None:
+    root, points = _archived(arch)
+    report = arch.export_cold("fills")
+    assert report.files_written == 0
+    assert (root / "table=fills").is_dir()  # its manifest is there, no data file
+    with arch.cold() as duck:
+        assert duck.execute("SELECT count(*) FROM metrics").fetchone() == (points.height,)
+    assert arch.scan_cold("metrics").select(pl.len()).collect().item() == points.height
+    with pytest.raises(agts.ValidationError, match="'fills' has no files"):
+        arch.scan_cold("fills")
+
+
+def test_archive_with_drop_refreshes_the_rollups_first(arch: agts.StorageEngine) -> None:
+    """Hourly counts of an archived day are still answered by the hot tier's rollups: the drop
+    no longer takes points that no rollup has seen (the CLI's `archive export --drop` too)."""
+    points = _points(days=1)
+    arch.insert_metrics_batch(points)
+    arch.archive("metrics", DAY0, DAY0 + DAY, drop=True)
+    assert _hot_count(arch) == 0
+    counts = arch.query_aggregated("latency", DAY0, DAY0 + DAY, "1h", "count")
+    expected = (points.group_by(pl.col("timestamp").dt.truncate("1h")).len("count")
+                .sort("timestamp"))
+    assert counts.select("timestamp", pl.col("count").cast(pl.UInt32)).equals(expected)

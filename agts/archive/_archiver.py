@@ -81,6 +81,9 @@ class ArchiveReport:
         Rows removed from the hot tier (only after their files were verified).
     skipped : list of (str, str)
         Ranges left alone, with the reason.
+    failed : list of (str, str)
+        Ranges that cannot be archived until someone acts: their files are damaged and their
+        hot rows gone (the message names the file). The run goes on with the other ranges.
     duration_sec : float
         Wall time.
     """
@@ -94,7 +97,12 @@ class ArchiveReport:
     bytes_written: int = 0
     rows_dropped: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
     duration_sec: float = 0.0
+
+
+class _Damaged(ArchiveError):
+    """A unit's files are damaged and its hot rows gone: that unit stops, the run goes on."""
 
 
 class Archiver:
@@ -122,7 +130,11 @@ class Archiver:
                 return report
             self.store.remove_stray_temp_files(f"table={self.spec.name}")
             for unit in self._units(start, end, metric_name):
-                self._process(unit, drop=drop, report=report)
+                try:
+                    self._process(unit, drop=drop, report=report)
+                except _Damaged as exc:
+                    log.error("%s", exc)
+                    report.failed.append((str(unit), str(exc)))
             self.write_manifest()
         report.duration_sec = time.perf_counter() - began
         return report
@@ -249,7 +261,7 @@ class Archiver:
             if problem is None and hot != rows:
                 problem = f"the hot tier now holds {hot} rows, the files {rows} (late writes)"
             if problem is not None and hot == 0 and rows > 0:
-                raise ArchiveError(
+                raise _Damaged(
                     f"archive of {unit} is damaged ({problem}) and its hot rows are gone: restore "
                     f"the files from a backup of {self.store.root!r}", path=self.store.root)
             if problem is not None:

@@ -54,21 +54,28 @@ def _existing(store: ArchiveStore) -> ArchiveStore:
 
 
 def archived_tables(store: ArchiveStore) -> list[str]:
-    """Names of the tables that have a ``table=<name>`` folder under the root. A folder whose
-    name is not one agts writes (a lower-case identifier, as the hypertables' names) is passed over
-    with a warning: names become DuckDB view names and glob patterns, and a folder anyone could
-    create must not become SQL."""
+    """Names of the tables with at least one data file in a ``table=<name>`` folder under the root
+    (an export that found no rows leaves a folder with only its manifest). A folder whose name is
+    not one agts writes (a lower-case identifier, as the hypertables' names) is passed over with a
+    warning: names become DuckDB view names and glob patterns, and a folder anyone could create
+    must not become SQL."""
     selector = pafs.FileSelector(store.base, recursive=False, allow_not_found=True)
     names = []
     for info in store.fs.get_file_info(selector):
         if info.type == pafs.FileType.Directory and info.base_name.startswith("table="):
             name = info.base_name[len("table="):]
-            if _TABLE_NAME.fullmatch(name):
-                names.append(name)
-            else:
+            if not _TABLE_NAME.fullmatch(name):
                 log.warning("archive %s: folder %r is not a table agts writes; passed over",
                             store.root, info.base_name)
+            elif _has_data_files(store, info.path):
+                names.append(name)
     return sorted(names)
+
+
+def _has_data_files(store: ArchiveStore, folder: str) -> bool:
+    selector = pafs.FileSelector(folder, recursive=True, allow_not_found=True)
+    return any(info.type == pafs.FileType.File and info.base_name.endswith(".parquet")
+               and not info.base_name.startswith(".") for info in store.fs.get_file_info(selector))
 
 
 def _dataset(store: ArchiveStore, table: str) -> ds.Dataset:

@@ -69,14 +69,16 @@ def run_export(args: argparse.Namespace) -> int:
                                     root=args.root)
     if args.json:
         print_json(asdict(report))
-        return 0
+        return 1 if report.failed else 0
     print(f"{report.table}: exported {report.units_exported} chunk range(s), {report.rows_exported} "
           f"rows in {report.files_written} file(s) ({report.bytes_written} bytes); verified "
           f"{report.units_verified}; dropped {report.units_dropped} ({report.rows_dropped} rows) "
           f"in {report.duration_sec:.2f}s")
     for what, why in report.skipped:
         print(f"  skipped {what}: {why}")
-    return 0
+    for what, why in report.failed:
+        print(f"agts: failed {what}: {why}", file=sys.stderr)
+    return 1 if report.failed else 0
 
 
 def run_restore(args: argparse.Namespace) -> int:

@@ -196,6 +196,7 @@ def _expire(
         else:
             report.rows_deleted += result.rows_dropped
         report.skipped.extend(result.skipped)
+        report.skipped.extend((what, f"failed: {why}") for what, why in result.failed)
         return
     with db.connection("run retention") as conn:
         if metric_name is None:

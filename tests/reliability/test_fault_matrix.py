@@ -271,8 +271,10 @@ ENTRIES: list[Entry] = [
           writes=True),
     Entry("engine.rollup_status", lambda w: w.engine.rollup_status(), ("rollup",)),
     # -- the engine: cold tier, retention, storage
+    # With drop=True it refreshes the rollups first: an error there names the rollup.
     Entry("engine.archive", lambda w: w.engine.archive(
-        "metrics", DAY0 + 2 * DAY, DAY0 + 3 * DAY, drop=True), ("metric",), writes=True),
+        "metrics", DAY0 + 2 * DAY, DAY0 + 3 * DAY, drop=True), ("metric", "rollup"),
+        writes=True),
     Entry("engine.export_cold", lambda w: w.engine.export_cold(
         "metrics", DAY0 + 2 * DAY, DAY0 + 3 * DAY), ("metric",), writes=True),
     Entry("engine.restore", lambda w: w.engine.restore("metrics", *METRIC_SPAN), ("metric",),
