@@ -348,24 +348,40 @@ class MetricsQueries:
         if view is None:
             rollup = choose(specs, width, start, end)
             view = read_view(self._db, rollup, start, end) if rollup is not None else None
-        if view is not None and view.watermark is not None and start < view.watermark:
-            query, params = agg.rollup_sql(
-                view.rollup.table, specs, gids, ids=ids, start=start, end=end, bucket=width,
+        on_rollup = view is not None and view.watermark is not None and start < view.watermark
+        parts = ((end - start) // view.rollup.width + 2) * len(ids) if view and on_rollup else 0
+        if parts >= _COMBINE_IN_POLARS and agg.combines_in_polars(specs):
+            # Many rollup rows: the server sends them and Polars combines them (faster than a
+            # server-side hash aggregate of many small groups).
+            assert view is not None and view.watermark is not None
+            query, params = agg.rollup_parts_sql(
+                view.rollup.table, specs, ids=ids, start=start, end=end, bucket=width,
                 width=view.rollup.width, watermark=view.watermark, dirty=view.dirty)
-            log.debug("aggregate from %s (watermark %s, dirty %s)", view.rollup.name,
-                      view.watermark, view.dirty)
+            rows = pl.from_arrow(self._db.read_arrow(
+                query, params, action="query aggregated metrics", rows_hint=parts))
+            assert isinstance(rows, pl.DataFrame)
+            frame = agg.combine_parts(rows, specs, width, None if gids is None else pl.DataFrame(
+                {"series_id": ids, "g": gids}, schema={"series_id": pl.Int32, "g": pl.Int32}))
         else:
-            query = agg.raw_sql(specs, gids is not None)
-            fractions = [spec.fraction for spec in specs if spec.fraction is not None]
-            params = [ids, start, end, width, agg.ORIGIN, *([gids] if gids else []), *fractions]
-        # At most one row per bucket and group (a group per series at most): a small result
-        # is read over psycopg (agts.db._small), which is faster below a few thousand rows.
-        buckets = (end - start) // width + 2
-        rows = buckets * (len(ids) if groups.columns else 1)
-        table = self._db.read_arrow(query, params, action="query aggregated metrics",
-                                    rows_hint=rows)
-        frame = pl.from_arrow(table)
-        assert isinstance(frame, pl.DataFrame)
+            if view is not None and view.watermark is not None and on_rollup:
+                query, params = agg.rollup_sql(
+                    view.rollup.table, specs, gids, ids=ids, start=start, end=end, bucket=width,
+                    width=view.rollup.width, watermark=view.watermark, dirty=view.dirty)
+                log.debug("aggregate from %s (watermark %s, dirty %s)", view.rollup.name,
+                          view.watermark, view.dirty)
+            else:
+                query = agg.raw_sql(specs, gids is not None)
+                fractions = [spec.fraction for spec in specs if spec.fraction is not None]
+                params = [ids, start, end, width, agg.ORIGIN, *([gids] if gids else []),
+                          *fractions]
+            # At most one row per bucket and group (a group per series at most): a small result
+            # is read over psycopg (agts.db._small), which is faster below a few thousand rows.
+            buckets = (end - start) // width + 2
+            read = pl.from_arrow(self._db.read_arrow(
+                query, params, action="query aggregated metrics",
+                rows_hint=buckets * (len(ids) if groups.columns else 1)))
+            assert isinstance(read, pl.DataFrame)
+            frame = read
         if lookup is not None:  # group numbers back to values (numbered in value order)
             frame = frame.with_columns(pl.col("g").cast(pl.Int32)).join(
                 lookup, on="g", how="left", maintain_order="left")
@@ -492,6 +508,10 @@ class MetricsQueries:
 
     def rollup_status(self) -> pl.DataFrame:
         return status(self._db, community=self._community)
+
+
+#: From how many rollup rows on an answer combines them in Polars rather than in SQL.
+_COMBINE_IN_POLARS = 2_000
 
 
 @dataclass(frozen=True)
