@@ -534,9 +534,8 @@ def _literal(value: Any) -> str | None:
         return f"'{value.isoformat()}'::date"
     if isinstance(value, str):
         return psycopg.sql.Literal(value).as_string(None)
-    if isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool)
-                                       for v in value):
-        return "'{" + ",".join(str(v) for v in value) + "}'::bigint[]"
+    if isinstance(value, list) and set(map(type, value)) <= {int}:  # not bool, no subclass
+        return "'{" + ",".join(map(str, value)) + "}'::bigint[]"
     return None
 
 

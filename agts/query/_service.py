@@ -467,13 +467,14 @@ class MetricsQueries:
         long = self._cached("multi", key, names, a.start, a.end, began, lambda: self._aggregate(
             names, a.start, a.end, a.width, a.specs, a.labels, a.labels_in, keys, a.fill, tiers,
             by_metric=True))
+        if shape == "wide":  # sorted once pivoted: a tenth of the rows with ten metrics
+            return _wide_aggregated(long, names, keys, [s.name for s in a.specs]).sort(
+                ["timestamp", *keys], nulls_last=True)
         order = pl.col("metric_name").replace_strict(names, list(range(len(names))),
                                                      return_dtype=pl.Int32)
-        long = long.sort([pl.col("timestamp"), *(pl.col(k) for k in keys), order],
-                         nulls_last=True)
-        if shape == "long":
-            return long.select("timestamp", "metric_name", *keys, *(s.name for s in a.specs))
-        return _wide_aggregated(long, names, keys, [s.name for s in a.specs])
+        return long.sort([pl.col("timestamp"), *(pl.col(k) for k in keys), order],
+                         nulls_last=True).select("timestamp", "metric_name", *keys,
+                                                 *(s.name for s in a.specs))
 
     # -- cache, statistics, rollups -------------------------------------------------------------
 
@@ -612,6 +613,10 @@ def _wide_aggregated(long: pl.DataFrame, names: list[str], keys: list[str],
         raise ValidationError(f"shape='wide' would name a metric column like a key column: "
                               f"{clash!r}; use shape='long'")
     schema = long.schema
+    if len(aggs) == 1:
+        wide = long.pivot(on="metric_name", index=index, values=aggs[0], on_columns=names,
+                          maintain_order=True)
+        return wide.select(*index, *(pl.col(n).cast(schema[aggs[0]]) for n in names))
     wide = long.select(index).unique(maintain_order=True)
     for a in aggs:  # one pivot per aggregation (a metric per column), joined on the index
         part = long.pivot(on="metric_name", index=index, values=a, on_columns=names,
