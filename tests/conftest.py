@@ -11,6 +11,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -159,3 +160,11 @@ def any_edition(request: pytest.FixtureRequest) -> agts.StorageEngine:
         pytest.skip("the main test server runs the Community edition; the Apache path needs a server "
                     "with timescaledb.license = 'apache' (the local default cluster)")
     return eng
+
+
+@pytest.fixture
+def arch(config: StorageConfig, tmp_path: Path) -> Iterator[agts.StorageEngine]:
+    """An engine on the test's database whose archive root is the test's own folder."""
+    cfg = config.with_overrides(archive={"root": str(tmp_path / "archive")})
+    with agts.connect(cfg) as eng:
+        yield eng

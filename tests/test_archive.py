@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,17 +18,9 @@ from polars.testing import assert_frame_equal
 
 import agts
 from agts.archive import _archiver
-from agts.config import StorageConfig
 from agts.db import conninfo
 
 DAY0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def arch(config: StorageConfig, tmp_path: Path) -> Iterator[agts.StorageEngine]:
-    cfg = config.with_overrides(archive={"root": str(tmp_path / "archive")})
-    with agts.connect(cfg) as eng:
-        yield eng
 
 
 def _points(days: int = 3, per_day: int = 720, start: datetime = DAY0) -> pl.DataFrame:

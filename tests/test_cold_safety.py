@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,18 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 
 import agts
-from agts.config import StorageConfig
 from tests.test_cli import run_cli
 
 DAY0 = datetime(2026, 1, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
-
-
-@pytest.fixture
-def arch(config: StorageConfig, tmp_path: Path) -> Iterator[agts.StorageEngine]:
-    cfg = config.with_overrides(archive={"root": str(tmp_path / "archive")})
-    with agts.connect(cfg) as eng:
-        yield eng
 
 
 def _points(days: int = 2, per_day: int = 240) -> pl.DataFrame:

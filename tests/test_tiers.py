@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,18 +14,10 @@ from polars.testing import assert_frame_equal
 
 import agts
 from agts import Fill, Order
-from agts.config import StorageConfig
 
 DAY0 = datetime(2026, 1, 1, tzinfo=UTC)  # metric chunks are 1 day wide
 WEEK0 = datetime(2024, 1, 4, tzinfo=UTC)  # a Thursday: execution chunks are 7 days, epoch-aligned
 AGGS = ["avg", "sum", "count", "min", "max", "p50", "p90", "stddev", "first", "last"]
-
-
-@pytest.fixture
-def arch(config: StorageConfig, tmp_path: Path) -> Iterator[agts.StorageEngine]:
-    cfg = config.with_overrides(archive={"root": str(tmp_path / "archive")})
-    with agts.connect(cfg) as eng:
-        yield eng
 
 
 def _points(days: int = 3, per_day: int = 480) -> pl.DataFrame:
