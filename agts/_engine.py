@@ -562,17 +562,41 @@ class StorageEngine:
         """
         return self.cold_tier.restore(table, start, end, root=root)
 
-    def cold(self, *, root: str | None = None) -> duckdb.DuckDBPyConnection:
-        """A DuckDB connection with one view per archived table (``metrics``, ``orders``, ...).
+    def cold(self, *, root: str | None = None, as_of: Any = None) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection with one view per archived table (``metrics``, ``orders``, ...),
+        over the data files of the table's current Iceberg snapshot: every archived range once
+        (also ranges still in the hot tier), nothing half-written.
 
-        Local archives are read with ``read_parquet(..., hive_partitioning = true)``; S3 archives
-        through pyarrow datasets (DuckDB's httpfs is not needed). Close it when done.
+        Local archives are read with ``read_parquet``; S3 archives through pyarrow datasets
+        (DuckDB's httpfs is not needed). Close it when done.
+
+        Parameters
+        ----------
+        as_of
+            A snapshot id (:meth:`cold_snapshots`) or an aware datetime: the archive as it was
+            then, for a backtest that must see the same history when it is run again.
         """
-        return self.cold_tier.duckdb(root)
+        return self.cold_tier.duckdb(root, as_of)
 
-    def scan_cold(self, table: str, *, root: str | None = None) -> pl.LazyFrame:
-        """A Polars ``LazyFrame`` over every archived file of ``table`` (all states)."""
-        return self.cold_tier.scan(table, root)
+    def scan_cold(self, table: str, *, root: str | None = None, as_of: Any = None
+                  ) -> pl.LazyFrame:
+        """A Polars ``LazyFrame`` over the data files of ``table``'s current Iceberg snapshot (or
+        of the one ``as_of`` names, as in :meth:`cold`)."""
+        return self.cold_tier.scan(table, root, as_of)
+
+    def cold_snapshots(self, table: str, *, root: str | None = None) -> pl.DataFrame:
+        """The Iceberg snapshots of ``table``'s cold tier, oldest first: ``snapshot_id,
+        committed_at, operation, files, rows`` (what ``as_of`` accepts)."""
+        snaps = self.cold_tier.snapshots(table, root)
+        return pl.DataFrame([s.__dict__ for s in snaps], schema={
+            "snapshot_id": pl.Int64, "committed_at": pl.Datetime("us", "UTC"),
+            "operation": pl.String, "files": pl.Int64, "rows": pl.Int64})
+
+    def iceberg_table(self, table: str, *, root: str | None = None) -> Any:
+        """The pyiceberg ``Table`` of ``table``'s cold tier (for ``pl.scan_iceberg`` or pyiceberg's
+        own scans), or None when nothing of it was archived."""
+        with self.cold_tier.iceberg(root) as catalog:
+            return catalog.table(self.cold_tier.spec(table).name)
 
     def query_cold(
         self, table: str, start: Any, end: Any, *, metric_name: str | None = None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -75,18 +76,24 @@ def test_export_verify_drop_moves_every_row_once(arch: agts.StorageEngine, tmp_p
     assert_frame_equal(_all_rows(arch), _expected(points))
     with arch.cold() as duck:
         after = duck.execute(
-            "SELECT metric_name, date, count(*), sum(value), min(value), max(value) FROM metrics "
-            "GROUP BY 1, 2 ORDER BY 1, 2").fetchall()
+            "SELECT metric_name, timestamp::date, count(*), sum(value), min(value), max(value) "
+            "FROM metrics GROUP BY 1, 2 ORDER BY 1, 2").fetchall()
     assert after == before
     files = sorted(p.relative_to(tmp_path / "archive").as_posix()
                    for p in (tmp_path / "archive").rglob("*.parquet"))
-    assert files == [
-        f"table=metrics/date=2026-01-0{d}/metrics-2026010{d}T000000Z-2026010{d + 1}T000000Z.parquet"
+    assert [re.sub(r"-[0-9a-f]{10}\.parquet$", "", f) for f in files] == [
+        f"table=metrics/date=2026-01-0{d}/metrics-2026010{d}T000000Z-2026010{d + 1}T000000Z"
         for d in (1, 2, 3)]
-    manifest = json.loads((tmp_path / "archive/table=metrics/_manifest.json").read_text())
-    assert [f["state"] for f in manifest["files"]] == ["dropped"] * 3
-    assert sum(f["rows"] for f in manifest["files"]) == points.height
-    assert manifest["files"][0]["min_time"] == "2026-01-01T00:00:00+00:00"
+    assert not list((tmp_path / "archive").rglob("_manifest.json"))
+    # The Iceberg table holds exactly these files, one snapshot per verified unit.
+    table = arch.iceberg_table("metrics")
+    assert sorted(table.inspect.files()["file_path"].to_pylist()) == [
+        f"file://{tmp_path / 'archive'}/{f}" for f in files]
+    assert arch.cold_snapshots("metrics")["rows"].to_list() == [720, 1440, 2160]
+    with arch.db.connection() as conn:
+        states = conn.execute("SELECT state, snapshot_id FROM agts.archive_units ORDER BY 1"
+                              ).fetchall()
+    assert [s for s, _ in states] == ["dropped"] * 3 and all(i is not None for _, i in states)
 
 
 def test_parquet_layout_types_and_polars_scan(arch: agts.StorageEngine) -> None:
@@ -96,7 +103,8 @@ def test_parquet_layout_types_and_polars_scan(arch: agts.StorageEngine) -> None:
     schema = lazy.collect_schema()
     assert schema["timestamp"] == pl.Datetime("us", "UTC")
     assert schema["value"] == pl.Float64
-    assert schema["date"] == pl.Date
+    assert schema["series_id"] == pl.Int32
+    assert "date" not in schema  # Iceberg partitions by day(timestamp): filter on timestamp
     totals = lazy.group_by("metric_name").agg(pl.len()).sort("metric_name").collect()
     assert totals.rows() == [("latency", 480), ("pnl", 240)]
     # copy only: the hot tier still has every row and the cold complement is empty
@@ -159,7 +167,8 @@ def test_a_failed_parquet_write_leaves_no_file_and_a_rerun_completes(
     monkeypatch.setattr(_export._DateFile, "flush", flush)
     assert len(calls) == 3  # the first unit was written; the second failed on the writer thread
     written = [p.name for p in (tmp_path / "archive").rglob("*.parquet")]
-    assert written == ["metrics-20260101T000000Z-20260102T000000Z.parquet"]
+    assert [re.sub(r"-[0-9a-f]{10}\.parquet$", "", w) for w in written] == [
+        "metrics-20260101T000000Z-20260102T000000Z"]
     assert _hot(arch).height == points.height
     report = arch.archive("metrics", DAY0, DAY0 + timedelta(days=2), drop=True,
                           row_group_rows=100)
@@ -168,7 +177,7 @@ def test_a_failed_parquet_write_leaves_no_file_and_a_rerun_completes(
     assert_frame_equal(_all_rows(arch), _expected(points))
 
 
-@pytest.mark.parametrize("step", ["written", "verified"])
+@pytest.mark.parametrize("step", ["written", "committed", "verified"])
 def test_killed_process_then_rerun(arch: agts.StorageEngine, step: str) -> None:
     points = _points(days=2)
     arch.insert_metrics_batch(points)
@@ -247,7 +256,7 @@ def test_execution_table_round_trip_with_uuid_and_jsonb(arch: agts.StorageEngine
     assert cold.select("id", "timestamp", "decision").rows() == [r[:3] for r in before]
     assert json.loads(cold["details"][3]) == {"limit": 3, "tags": ["a", "b"]}
     with arch.cold() as duck:
-        assert duck.execute("SELECT count(*), count(DISTINCT date) FROM risk_decisions"
+        assert duck.execute("SELECT count(*), count(DISTINCT timestamp::date) FROM risk_decisions"
                             ).fetchone() == (200, 9)
     assert arch.restore("risk_decisions", start, end) == 200
     with arch.db.connection() as conn:

@@ -119,14 +119,20 @@ def test_a_tampered_path_of_a_superseded_copy_is_not_deleted(arch: agts.StorageE
     assert victim.read_text() == "not agts's"
 
 
-def test_a_folder_name_made_to_be_sql_is_passed_over(
+def test_names_made_to_be_sql_in_folders_or_the_catalog_are_passed_over(
         arch: agts.StorageEngine, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Readers list tables from the Iceberg catalog, never from folders; a catalog row whose name
+    is not one agts writes is passed over with a warning, and no SQL is built from either."""
     root, points = _archived(arch)
     out = tmp_path / "f.csv"
-    evil = (f"table=x\" AS SELECT 1; COPY (SELECT 42) TO '{out}'; CREATE VIEW \"y")
-    (root / evil / "date=2026-01-01").mkdir(parents=True)
+    evil = (f"x\" AS SELECT 1; COPY (SELECT 42) TO '{out}'; CREATE VIEW \"y")
+    (root / f"table={evil}" / "date=2026-01-01").mkdir(parents=True)
     pq.write_table(pq.read_table(_first_file(arch, root)),
-                   root / evil / "date=2026-01-01" / "part.parquet")
+                   root / f"table={evil}" / "date=2026-01-01" / "part.parquet")
+    with arch.db.connection() as conn:
+        conn.execute("INSERT INTO agts.iceberg_tables (catalog_name, table_namespace, table_name, "
+                     "metadata_location, iceberg_type) SELECT catalog_name, table_namespace, %s, "
+                     "metadata_location, iceberg_type FROM agts.iceberg_tables", [evil])
     with caplog.at_level(logging.WARNING, logger="agts"):
         con = arch.cold()
     try:
@@ -137,9 +143,25 @@ def test_a_folder_name_made_to_be_sql_is_passed_over(
     finally:
         con.close()
     assert not out.exists()
-    assert any("is not a table agts writes" in r.getMessage() for r in caplog.records)
-    with pytest.raises(agts.ValidationError, match="has no files"):
-        arch.scan_cold('x" AS SELECT 1')
+    assert any("is not one agts writes" in r.getMessage() for r in caplog.records)
+    with pytest.raises(agts.ValidationError, match="table must be one of"):
+        arch.scan_cold(evil)
+
+
+def test_a_catalog_file_outside_the_root_is_refused(arch: agts.StorageEngine,
+                                                    tmp_path: Path) -> None:
+    """A snapshot that lists a data file elsewhere (a tampered or foreign commit) is refused by
+    every reader, naming the file; nothing is read from it."""
+    root, _ = _archived(arch)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    foreign = elsewhere / "planted.parquet"
+    pq.write_table(pq.read_table(_first_file(arch, root)), foreign)
+    arch.iceberg_table("metrics").add_files([f"file://{foreign}"])
+    for call in (arch.cold, lambda: arch.scan_cold("metrics")):
+        with pytest.raises(agts.ArchiveError, match="not inside the archive root") as info:
+            call()
+        assert str(foreign) in str(info.value)
 
 
 def test_verify_names_each_file_that_is_not_the_one_recorded(arch: agts.StorageEngine) -> None:
@@ -201,14 +223,14 @@ def test_a_damaged_range_whose_hot_rows_are_gone_does_not_stop_the_other_ranges(
 
 def test_an_empty_export_does_not_break_the_readers_of_other_tables(
         arch: agts.StorageEngine) -> None:
-    root, points = _archived(arch)
+    _, points = _archived(arch)
     report = arch.export_cold("fills")
     assert report.files_written == 0
-    assert (root / "table=fills").is_dir()  # its manifest is there, no data file
+    assert arch.iceberg_table("fills") is None  # nothing to commit, no table
     with arch.cold() as duck:
         assert duck.execute("SELECT count(*) FROM metrics").fetchone() == (points.height,)
     assert arch.scan_cold("metrics").select(pl.len()).collect().item() == points.height
-    with pytest.raises(agts.ValidationError, match="'fills' has no files"):
+    with pytest.raises(agts.ValidationError, match="'fills' has no archived files"):
         arch.scan_cold("fills")
 
 

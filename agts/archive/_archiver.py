@@ -3,9 +3,13 @@
 Each step commits its state to ``agts.archive_units`` before the next one starts (see migration
 0005 for the states). A run picks every unit up where the last one stopped:
 
-- ``exporting``: (re)write the unit's files. Names derive from the range, so this overwrites.
+- ``exporting``: write the unit's files (new names on every attempt: a file an Iceberg snapshot
+  refers to is never overwritten; an earlier attempt's files no snapshot refers to are deleted).
 - ``exported``: re-read every file (sha256, Parquet row count) and compare the row total with the
-  hot tier's current count. A mismatch sends the unit back to ``exporting``.
+  hot tier's current count. A mismatch sends the unit back to ``exporting``. Then commit: one
+  Iceberg snapshot in which the table holds the files of every verified and dropped unit and of
+  this one (:meth:`agts.archive._iceberg.IcebergCatalog.sync`), and only then ``verified`` with
+  that snapshot's id. A crash between the two leaves a snapshot the repeated step finds complete.
 - ``verified``: in one transaction, lock the unit's chunk against writes, count its hot rows again
   (rows that arrived late send it back to ``exporting``), drop the chunk (``drop_chunks``) or delete
   the metric's rows, and mark the unit ``dropped``. Either all of that commits or none of it.
@@ -17,12 +21,12 @@ out of a reader's reach).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal
 
 import psycopg
@@ -30,7 +34,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from psycopg import sql
 
-from agts.archive._export import SeriesLookup, count_hot, export_range, file_path
+from agts.archive._export import SeriesLookup, count_hot, export_range
+from agts.archive._iceberg import IcebergCatalog
 from agts.archive._store import ArchiveStore
 from agts.archive._tables import METRICS, SCHEMA_VERSION, TableSpec, chunks
 from agts.db._database import Database
@@ -40,7 +45,7 @@ __all__ = ["ArchiveReport", "Archiver", "Unit"]
 
 log = logging.getLogger(__name__)
 
-Step = Literal["claimed", "written", "exported", "verified", "dropped"]
+Step = Literal["claimed", "written", "exported", "committed", "verified", "dropped"]
 
 #: Called after each committed step; tests set it to inject crashes between steps.
 STEP_HOOK: Callable[[Step, Unit], None] | None = None
@@ -115,6 +120,7 @@ class Archiver:
         self.spec = spec
         self.row_group_rows = row_group_rows
         self._series: SeriesLookup | None = None
+        self.iceberg = IcebergCatalog(db, store)
 
     # -- the run -----------------------------------------------------------------------------
 
@@ -129,13 +135,15 @@ class Archiver:
                 report.skipped.append((self.spec.name, "another archive run holds this table"))
                 return report
             self.store.remove_stray_temp_files(f"table={self.spec.name}")
-            for unit in self._units(start, end, metric_name):
-                try:
-                    self._process(unit, drop=drop, report=report)
-                except _Damaged as exc:
-                    log.error("%s", exc)
-                    report.failed.append((str(unit), str(exc)))
-            self.write_manifest()
+            try:
+                for unit in self._units(start, end, metric_name):
+                    try:
+                        self._process(unit, drop=drop, report=report)
+                    except _Damaged as exc:
+                        log.error("%s", exc)
+                        report.failed.append((str(unit), str(exc)))
+            finally:
+                self.iceberg.close()
         report.duration_sec = time.perf_counter() - began
         return report
 
@@ -209,17 +217,21 @@ class Archiver:
         return str(state), str(root), rows
 
     def _export(self, unit: Unit, report: ArchiveReport) -> None:
-        for day in _dates(unit.start, unit.end):  # files an earlier attempt may have left
-            self.store.delete(file_path(self.spec.name, day, unit.start, unit.end, unit.metric_name))
         if self.spec.name == METRICS and self._series is None:
             self._series = SeriesLookup(self.db)
         files = export_range(self.db, self.spec, self.store, unit.start, unit.end,
                              series=self._series, row_group_rows=self.row_group_rows,
-                             metric_name=unit.metric_name)
+                             metric_name=unit.metric_name, attempt=uuid.uuid4().hex[:10])
         _hook("written", unit)
         rows = sum(f.rows for f in files)
         with self.db.connection(f"archive {self.spec.qualified}") as conn:
             unit_id = self._unit_id(conn, unit)
+            # An earlier attempt's files: deleted once this one is recorded, unless a snapshot of
+            # the Iceberg table refers to them (then they stay for reads as of that snapshot).
+            earlier = [r[0] for r in conn.execute(
+                "DELETE FROM agts.archive_files f USING agts.archive_units u "
+                "WHERE f.unit_id = u.unit_id AND u.unit_id = %s AND u.snapshot_id IS NULL "
+                "RETURNING f.path", [unit_id]).fetchall()]
             conn.execute("DELETE FROM agts.archive_files WHERE unit_id = %s", [unit_id])
             with conn.cursor() as cur:
                 cur.executemany(
@@ -234,7 +246,7 @@ class Archiver:
             conn.execute("UPDATE agts.archive_units SET state = 'exported', rows = %s, "
                          "updated_at = now() WHERE unit_id = %s", [rows, unit_id])
             superseded = self._supersede_metric_units(conn, unit) if unit.metric_name is None else []
-        for path in superseded:
+        for path in [*earlier, *superseded]:
             self.store.delete(path)
         report.units_exported += 1
         report.files_written += len(files)
@@ -268,9 +280,27 @@ class Archiver:
                 log.warning("%s: %s; exporting again", unit, problem)
                 self._set_state(conn, unit_id, "exporting")
                 return
-            self._set_state(conn, unit_id, "verified")
+        snapshot = self._commit(unit_id, f"verified {unit}")
+        _hook("committed", unit)
+        with self.db.connection(f"archive {self.spec.qualified}") as conn:
+            conn.execute("UPDATE agts.archive_units SET state = 'verified', snapshot_id = %s, "
+                         "updated_at = now() WHERE unit_id = %s AND state = 'exported'",
+                         [snapshot, unit_id])
         report.units_verified += 1
         _hook("verified", unit)
+
+    def _commit(self, unit_id: int | None, why: str) -> int | None:
+        """Make the Iceberg table hold the files of every verified or dropped unit (and of
+        ``unit_id``): one snapshot, or none when it already does. Returns the current snapshot."""
+        with self.db.connection(f"archive {self.spec.qualified}") as conn:
+            rows = conn.execute(_COMMITTED_FILES, [self.spec.name, unit_id]).fetchall()
+        stores: dict[str, ArchiveStore] = {self.store.root: self.store}
+        uris = []
+        for root, path in rows:
+            store = stores.get(root) or stores.setdefault(root, ArchiveStore(
+                root, s3_endpoint=self.store.s3_endpoint, s3_region=self.store.s3_region))
+            uris.append(store.file_uri(path))
+        return self.iceberg.sync(self.spec, uris, {"agts.reason": why[:200]})
 
     def _check_files(self, files: list[tuple[Any, ...]]) -> str | None:
         for path, rows, size, sha in files:
@@ -291,7 +321,7 @@ class Archiver:
     def _drop(self, unit: Unit, rows: int, report: ArchiveReport) -> bool:
         """Drop the unit's hot rows; False when a session holds its chunks (left for a later
         run: waiting would queue every other reader and writer of the chunk behind the drop)."""
-        stale: list[str] = []
+        stale: list[tuple[str, bool]] = []
         with self.db.connection(f"archive {self.spec.qualified}") as conn:
             unit_id = self._unit_id(conn, unit)
             live = chunks(conn, self.spec, start=unit.start, end=unit.end)
@@ -326,7 +356,7 @@ class Archiver:
                     DELETE FROM agts.archive_files f USING agts.archive_units u
                     WHERE f.unit_id = u.unit_id AND u.hypertable = %s AND u.metric_name IS NULL
                       AND u.range_start < %s AND u.range_end > %s AND u.state <> 'dropped'
-                    RETURNING f.path
+                    RETURNING f.path, u.snapshot_id IS NULL
                     """, [self.spec.qualified, unit.end, unit.start]).fetchall()]
                 conn.execute(
                     """
@@ -335,8 +365,11 @@ class Archiver:
                       AND range_end > %s AND state <> 'dropped'
                     """, [self.spec.qualified, unit.end, unit.start])
             self._set_state(conn, unit_id, "dropped")
-        for path in stale:
-            self.store.delete(path)
+        for path, uncommitted in stale:
+            if uncommitted:
+                self.store.delete(path)
+        if stale:  # the whole range's copy left the set of committed files
+            self._commit(None, f"dropped {unit}")
         report.units_dropped += 1
         report.rows_dropped += hot
         _hook("dropped", unit)
@@ -361,6 +394,7 @@ class Archiver:
             DELETE FROM agts.archive_files f USING agts.archive_units u
             WHERE f.unit_id = u.unit_id AND u.hypertable = %s AND u.metric_name IS NOT NULL
               AND u.range_start >= %s AND u.range_end <= %s AND u.state <> 'dropped'
+              AND u.snapshot_id IS NULL
             RETURNING f.path
             """, [self.spec.qualified, unit.start, unit.end]).fetchall()]
         conn.execute(
@@ -369,28 +403,6 @@ class Archiver:
               AND range_start >= %s AND range_end <= %s AND state <> 'dropped'
             """, [self.spec.qualified, unit.start, unit.end])
         return paths
-
-    # -- manifest ----------------------------------------------------------------------------
-
-    def write_manifest(self) -> str:
-        """Rewrite ``table=<name>/_manifest.json`` from the database's manifest; returns its path."""
-        with self.db.connection(f"archive {self.spec.qualified}") as conn:
-            cur = conn.execute(
-                """
-                SELECT path, partition_date, rows, min_time, max_time, bytes, sha256, schema_version,
-                       state, range_start, range_end, metric_name
-                FROM agts.archive_manifest WHERE table_name = %s AND root = %s ORDER BY path
-                """, [self.spec.name, self.store.root])
-            names = [d.name for d in cur.description or ()]
-            files = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
-        document = {
-            "table": self.spec.name, "hypertable": self.spec.qualified,
-            "time_column": self.spec.archive_time_column, "schema_version": SCHEMA_VERSION,
-            "generated_at": datetime.now(UTC), "files": files,
-        }
-        path = f"table={self.spec.name}/_manifest.json"
-        self.store.write_bytes(path, json.dumps(document, default=_json, indent=1).encode())
-        return path
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -414,16 +426,20 @@ _UNIT_WHERE = ("WHERE hypertable = %s AND range_start = %s AND range_end = %s "
                "AND metric_name IS NOT DISTINCT FROM %s")
 
 
+#: The files the Iceberg table should hold: those of verified and dropped units (and of one unit
+#: being committed), but a per-metric copy of a range whose whole copy is verified (its rows are
+#: there too, until the per-metric unit is dropped and the whole range exported without them).
+_COMMITTED_FILES = """
+SELECT u.root, f.path FROM agts.archive_files f JOIN agts.archive_units u USING (unit_id)
+WHERE u.table_name = %s AND (u.state IN ('verified', 'dropped') OR u.unit_id = %s)
+  AND NOT (u.metric_name IS NOT NULL AND u.state <> 'dropped' AND EXISTS (
+      SELECT 1 FROM agts.archive_units w
+      WHERE w.hypertable = u.hypertable AND w.metric_name IS NULL AND w.state = 'verified'
+        AND w.range_start < u.range_end AND w.range_end > u.range_start))
+ORDER BY f.min_time, f.path
+"""
+
+
 def _hook(step: Step, unit: Unit) -> None:
     if STEP_HOOK is not None:
         STEP_HOOK(step, unit)
-
-
-def _dates(start: datetime, end: datetime) -> list[Any]:
-    first = start.astimezone(UTC).date()
-    last = (end - timedelta(microseconds=1)).astimezone(UTC).date()
-    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
-
-
-def _json(value: Any) -> Any:
-    return value.isoformat() if hasattr(value, "isoformat") else str(value)

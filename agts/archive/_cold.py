@@ -1,9 +1,14 @@
 """Reading the cold tier: DuckDB views, Polars scans, and the cold complement of the hot tier.
 
-DuckDB and Polars read every complete file of a table (``table=<name>/date=*/*.parquet``),
-including copies of ranges that are still hot. :func:`query_cold` instead reads, through the
-manifest, exactly the files whose rows are no longer in the hot tier, so ``hot ∪ cold`` holds
-every row once.
+DuckDB and Polars read the data files of each table's current Iceberg snapshot (or the snapshot
+``as_of`` names): every archived range once, including copies of ranges that are still hot, and
+never a file a commit has not made visible. :func:`query_cold` instead reads, through the
+database's manifest, exactly the files whose rows are no longer in the hot tier, so ``hot ∪ cold``
+holds every row once.
+
+No SQL is built from a name found in the catalog or on disk: views are created from relations
+(DuckDB) or registered datasets, under names checked to be ones agts writes, and every file path
+a snapshot lists must lie inside the archive root.
 """
 
 from __future__ import annotations
@@ -21,13 +26,14 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from agts.archive._export import METRICS_SCHEMA
+from agts.archive._iceberg import IcebergCatalog, SnapshotRef
 from agts.archive._store import ArchiveStore
 from agts.archive._tables import METRICS, TableSpec
 from agts.config import ArchiveConfig, StorageConfig
 from agts.errors import ArchiveError, ValidationError
 
-__all__ = ["ArchivedFile", "archived_tables", "cold", "cold_files", "duckdb_connection",
-           "empty_frame", "read_cold", "read_files", "scan"]
+__all__ = ["ArchivedFile", "cold", "cold_files", "duckdb_connection", "empty_frame",
+           "read_cold", "read_files", "scan", "snapshot_paths"]
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +45,7 @@ _PG_TO_POLARS: dict[str, pl.DataType] = {
 }
 
 
-#: What a ``table=<name>`` folder may be called: the names agts gives archived tables.
+#: What a cold-tier table may be called: the names agts gives archived tables.
 _TABLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
@@ -53,59 +59,62 @@ def _existing(store: ArchiveStore) -> ArchiveStore:
     return store
 
 
-def archived_tables(store: ArchiveStore) -> list[str]:
-    """Names of the tables with at least one data file in a ``table=<name>`` folder under the root
-    (an export that found no rows leaves a folder with only its manifest). A folder whose name is
-    not one agts writes (a lower-case identifier, as the hypertables' names) is passed over with a
-    warning: names become DuckDB view names and glob patterns, and a folder anyone could create
-    must not become SQL."""
-    selector = pafs.FileSelector(store.base, recursive=False, allow_not_found=True)
-    names = []
-    for info in store.fs.get_file_info(selector):
-        if info.type == pafs.FileType.Directory and info.base_name.startswith("table="):
-            name = info.base_name[len("table="):]
-            if not _TABLE_NAME.fullmatch(name):
-                log.warning("archive %s: folder %r is not a table agts writes; passed over",
-                            store.root, info.base_name)
-            elif _has_data_files(store, info.path):
-                names.append(name)
-    return sorted(names)
-
-
-def _has_data_files(store: ArchiveStore, folder: str) -> bool:
-    selector = pafs.FileSelector(folder, recursive=True, allow_not_found=True)
-    return any(info.type == pafs.FileType.File and info.base_name.endswith(".parquet")
-               and not info.base_name.startswith(".") for info in store.fs.get_file_info(selector))
-
-
-def _dataset(store: ArchiveStore, table: str) -> ds.Dataset:
-    return ds.dataset(
-        store.path(f"table={table}"), filesystem=store.fs, format="parquet",
-        partitioning=ds.partitioning(pa.schema([("date", pa.date32())]), flavor="hive"),
-        exclude_invalid_files=False)
-
-
-def duckdb_connection(store: ArchiveStore) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with one view per archived table (session time zone UTC).
+def snapshot_paths(catalog: IcebergCatalog, store: ArchiveStore, table: str,
+                   as_of: SnapshotRef | None = None) -> list[str] | None:
+    """The filesystem paths of ``table``'s data files in its current snapshot (or ``as_of``),
+    each checked to lie inside ``store``'s root; None when the catalog has no such table.
 
     Raises
     ------
     ArchiveError
-        The root does not exist, or a file of a table cannot be read (the message names it).
+        A file of the snapshot lies outside the root (the message names it).
     """
-    tables = archived_tables(_existing(store))
+    uris = catalog.files(table, as_of)
+    if uris is None:
+        return None
+    return [store.path(store.relative(uri)) for uri in uris]
+
+
+def _tables(catalog: IcebergCatalog) -> list[str]:
+    names = []
+    for name in catalog.tables():
+        if _TABLE_NAME.fullmatch(name):
+            names.append(name)
+        else:
+            log.warning("Iceberg catalog: table %r is not one agts writes; passed over", name)
+    return names
+
+
+def duckdb_connection(catalog: IcebergCatalog, store: ArchiveStore,
+                      as_of: SnapshotRef | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with one view per archived table with data files (session
+    time zone UTC), over each table's current snapshot (or the one current at ``as_of``).
+
+    Raises
+    ------
+    ArchiveError
+        The root does not exist, a file of a snapshot lies outside it or cannot be read (the
+        message names it).
+    """
+    _existing(store)
+    views = {}
+    for table in _tables(catalog):
+        try:
+            paths = snapshot_paths(catalog, store, table, as_of)
+        except ValidationError:
+            if as_of is None:
+                raise
+            continue  # archived after as_of: not there yet
+        if paths:
+            views[table] = paths
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
-        for table in tables:
+        for table, paths in views.items():
             if store.is_s3:
-                con.register(f"_arrow_{table}", _dataset(store, table))
-                con.execute(f'CREATE VIEW "{table}" AS SELECT * FROM "_arrow_{table}"')
-                continue
-            pattern = store.path(f"table={table}/*/*.parquet").replace("'", "''")
-            con.execute(
-                f'CREATE VIEW "{table}" AS SELECT * EXCLUDE ("table") FROM read_parquet('
-                f"'{pattern}', hive_partitioning = true, union_by_name = true)")
+                con.register(table, ds.dataset(paths, filesystem=store.fs, format="parquet"))
+            else:
+                con.read_parquet(paths, union_by_name=True).create_view(table)
     except duckdb.Error as exc:
         con.close()
         raise ArchiveError(f"cannot open the archived tables under {store.root!r} in DuckDB: "
@@ -116,16 +125,19 @@ def duckdb_connection(store: ArchiveStore) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def scan(store: ArchiveStore, table: str) -> pl.LazyFrame:
-    """A ``LazyFrame`` over the archived files of ``table`` (with the ``date`` partition column)."""
-    if table not in archived_tables(_existing(store)):
+def scan(catalog: IcebergCatalog, store: ArchiveStore, table: str,
+         as_of: SnapshotRef | None = None) -> pl.LazyFrame:
+    """A ``LazyFrame`` over the data files of ``table``'s current snapshot (or ``as_of``)."""
+    _existing(store)
+    paths = snapshot_paths(catalog, store, table, as_of)
+    if not paths:
         raise ValidationError(
-            f"table {table!r} has no files under {store.root!r}; archived tables: "
-            f"{archived_tables(store)!r}")
+            f"table {table!r} has no archived files under {store.root!r}"
+            + ("" if as_of is None else f" as of {as_of!r}")
+            + f"; archived tables: {_tables(catalog)!r}")
     if store.is_s3:
-        return pl.scan_pyarrow_dataset(_dataset(store, table))
-    return pl.scan_parquet(store.path(f"table={table}/*/*.parquet"),
-                           hive_partitioning=True).drop("table")
+        return pl.scan_pyarrow_dataset(ds.dataset(paths, filesystem=store.fs, format="parquet"))
+    return pl.scan_parquet(paths, missing_columns="insert")
 
 
 def empty_frame(spec: TableSpec) -> pl.DataFrame:
@@ -143,6 +155,7 @@ class ArchivedFile(NamedTuple):
     path: str  # relative to the root
     size: int
     sha256: str
+    schema_version: int = 2
 
 
 def cold_files(conn: Any, spec: TableSpec, start: datetime, end: datetime,
@@ -150,7 +163,7 @@ def cold_files(conn: Any, spec: TableSpec, start: datetime, end: datetime,
     """The files holding rows of ``[start, end)`` that are gone from the hot tier."""
     rows = conn.execute(
         """
-        SELECT u.root, f.path, f.bytes, f.sha256
+        SELECT u.root, f.path, f.bytes, f.sha256, f.schema_version
         FROM agts.archive_files f JOIN agts.archive_units u USING (unit_id)
         WHERE u.hypertable = %s AND u.state = 'dropped' AND u.range_start < %s AND u.range_end > %s
           AND f.max_time >= %s AND f.min_time < %s
@@ -159,15 +172,18 @@ def cold_files(conn: Any, spec: TableSpec, start: datetime, end: datetime,
         """,
         [spec.qualified, end, start, start, end, metric_name, metric_name],
     ).fetchall()
-    return [ArchivedFile(str(r[0]), str(r[1]), int(r[2]), str(r[3])) for r in rows]
+    return [ArchivedFile(str(r[0]), str(r[1]), int(r[2]), str(r[3]), int(r[4])) for r in rows]
 
 
 def read_cold(
     stores: Callable[[str], ArchiveStore], spec: TableSpec, files: list[ArchivedFile],
     start: datetime, end: datetime, *, metric_name: str | None = None, root: str | None = None,
+    series_ids: list[int] | None = None,
 ) -> pl.DataFrame:
     """The rows of ``files`` inside ``[start, end)`` (and of one metric), ordered by time;
-    ``stores`` gives the store of a root, ``root`` overrides every file's."""
+    ``stores`` gives the store of a root, ``root`` overrides every file's. ``series_ids``: only
+    these series' rows from files that carry ``series_id`` (older files return all their rows of
+    the metric: the caller matches them by labels)."""
     if not files:
         return empty_frame(spec)
     time_column = spec.archive_time_column
@@ -178,11 +194,30 @@ def read_cold(
     tables = []
     for file_root in sorted({f.root for f in files}):
         store = stores(root if root is not None else file_root)
-        tables.append(read_files(store, [f for f in files if f.root == file_root], spec,
-                                 filter=expr))
+        for with_ids in (True, False):
+            group = [f for f in files if f.root == file_root
+                     and (f.schema_version >= 2) == with_ids]
+            if not group:
+                continue
+            where = expr
+            if with_ids and series_ids is not None and spec.name == METRICS:
+                where = _series_filter(series_ids) & expr
+            tables.append(read_files(store, group, spec, filter=where))
     frame = pl.from_arrow(pa.concat_tables(tables, promote_options="default"))
     assert isinstance(frame, pl.DataFrame)
     return frame.sort(time_column, maintain_order=True)
+
+
+def _series_filter(series_ids: list[int]) -> ds.Expression:
+    """``series_id`` in the list: a range test as well, which row-group statistics prune on."""
+    low, high = min(series_ids), max(series_ids)
+    field = ds.field("series_id")
+    expr = (field >= low) & (field <= high)
+    if len(series_ids) == 1:
+        return field == low
+    if high - low + 1 == len(set(series_ids)):
+        return expr
+    return expr & field.isin(pa.array(sorted(set(series_ids)), pa.int32()))
 
 
 def read_files(store: ArchiveStore, files: list[ArchivedFile], spec: TableSpec, *,
@@ -217,9 +252,10 @@ def read_files(store: ArchiveStore, files: list[ArchivedFile], spec: TableSpec, 
                            f"{str(error).strip().splitlines()[0]}", path=store.root) from exc
 
 
-def cold(root: str | None = None, *, config: StorageConfig | None = None
-         ) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection over an archive, no database needed.
+def cold(root: str | None = None, *, config: StorageConfig | None = None,
+         as_of: SnapshotRef | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection over an archive: one view per archived table, read from its Iceberg
+    snapshot in the configured database's catalog.
 
     Parameters
     ----------
@@ -227,6 +263,17 @@ def cold(root: str | None = None, *, config: StorageConfig | None = None
         A directory or ``s3://bucket/prefix``; default ``archive.root`` of the configuration.
     config
         A :class:`agts.StorageConfig` (default: loaded from file and environment).
+    as_of
+        A snapshot id, or an aware datetime: the archive as it was then.
     """
-    settings: ArchiveConfig = (config if config is not None else StorageConfig.load()).archive
-    return duckdb_connection(ArchiveStore.from_config(settings, root))
+    from agts.db._database import Database
+
+    loaded = config if config is not None else StorageConfig.load()
+    settings: ArchiveConfig = loaded.archive
+    store = ArchiveStore.from_config(settings, root)
+    db = Database(loaded.database)
+    try:
+        with IcebergCatalog(db, store) as catalog:
+            return duckdb_connection(catalog, store, as_of)
+    finally:
+        db.close()

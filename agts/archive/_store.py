@@ -80,6 +80,8 @@ class ArchiveStore:
             raise ConfigError("archive.root must be a directory or an s3:// URI, got ''")
         self.root = root.rstrip("/") if root.startswith("s3://") else str(Path(root).expanduser())
         self.is_s3 = root.startswith("s3://")
+        self.s3_endpoint = s3_endpoint
+        self.s3_region = s3_region
         self.fs: pafs.FileSystem
         if self.is_s3:
             self.base = root[len("s3://"):].strip("/")
@@ -140,6 +142,31 @@ class ArchiveStore:
     def uri(self, relative: str) -> str:
         """A URI or local path users can hand to other tools."""
         return f"s3://{self.path(relative)}" if self.is_s3 else self.path(relative)
+
+    def file_uri(self, relative: str) -> str:
+        """The URI an Iceberg table records for a file (``file:///...`` or ``s3://...``)."""
+        return f"s3://{self.path(relative)}" if self.is_s3 else f"file://{self.path(relative)}"
+
+    def relative(self, uri: str) -> str:
+        """The path relative to the root of a file URI found in a catalog or manifest.
+
+        Raises
+        ------
+        ArchiveError
+            The URI is not a plain path inside this root (another scheme, another directory or
+            bucket, ``..``): a tampered catalog row must not make agts read a file elsewhere.
+        """
+        prefix = f"s3://{self.base}/" if self.is_s3 else f"file://{self.base}/"
+        plain = uri
+        if not self.is_s3 and uri.startswith("/"):
+            plain = "file://" + uri
+        if not plain.startswith(prefix):
+            raise ArchiveError(
+                f"refusing the archived file {uri!r}: it is not inside the archive root "
+                f"{self.root!r}", path=self.root)
+        relative = plain[len(prefix):]
+        self.path(relative)  # refuses "..", empty parts, backslashes
+        return relative
 
     # -- writing -----------------------------------------------------------------------------
 

@@ -4,7 +4,8 @@ Everything here is generic over "a hypertable and its time column": the table li
 TimescaleDB's catalog, and each column is exported with a type every Parquet reader understands
 (uuid, jsonb and numeric as text). Metric points are the one special case: they are exported
 denormalized as the seed's ``metrics`` (``timestamp, metric_name, value, labels``), labels as a
-``map<string, string>``, because ``series_id`` means nothing outside this database.
+``map<string, string>``, so other engines can filter on names and labels; ``series_id`` comes along
+(agts resolves label filters to series ids and prunes the files' row groups on it).
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ __all__ = [
 ]
 
 #: Version of the Parquet layout agts writes; recorded per file, bumped when the layout changes.
-SCHEMA_VERSION = 1
+#: 1: metric points ``timestamp, metric_name, value, labels`` in time order, a JSON manifest beside
+#: them. 2: ``series_id`` added, rows sorted by series then time, files registered in Iceberg.
+SCHEMA_VERSION = 2
 
 #: The archive name of metric points.
 METRICS = "metrics"
@@ -98,8 +101,9 @@ class TableSpec:
         """The unparameterized query that streams ``[start, end)`` out (literals, so ADBC streams)."""
         where = self.where(start, end, metric_name)
         if self.name == METRICS:
-            return sql.SQL("SELECT time AS timestamp, series_id, value FROM {} WHERE {}").format(
-                self.identifier, where)
+            # Sorted by series, then time: the order of the cold tier's files.
+            return sql.SQL("SELECT time AS timestamp, series_id, value FROM {} WHERE {} "
+                           "ORDER BY series_id, time").format(self.identifier, where)
         items: list[sql.Composable] = []
         for column, type_ in self.columns:
             ident = sql.Identifier(column)

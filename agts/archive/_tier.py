@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from agts._args import check_positive_int, check_range, optional_utc
 from agts.archive._archiver import Archiver, ArchiveReport
 from agts.archive._cold import cold_files, duckdb_connection, read_cold, scan
+from agts.archive._iceberg import IcebergCatalog, SnapshotInfo, SnapshotRef
 from agts.archive._restore import restore
 from agts.archive._store import ArchiveStore
 from agts.archive._tables import METRICS, TableSpec, resolve
@@ -109,13 +110,29 @@ class ColdTier:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def duckdb(self, root: str | None = None) -> duckdb.DuckDBPyConnection:
-        """See :meth:`agts.StorageEngine.cold`."""
-        return duckdb_connection(self.store(root))
+    def iceberg(self, root: str | None = None) -> IcebergCatalog:
+        """The Iceberg catalog of this database, new tables under ``root`` (close it when done)."""
+        return IcebergCatalog(self.db, self.store(root))
 
-    def scan(self, table: str, root: str | None = None) -> pl.LazyFrame:
+    def duckdb(self, root: str | None = None, as_of: SnapshotRef | None = None
+               ) -> duckdb.DuckDBPyConnection:
+        """See :meth:`agts.StorageEngine.cold`."""
+        store = self.store(root)
+        with IcebergCatalog(self.db, store) as catalog:
+            return duckdb_connection(catalog, store, as_of)
+
+    def scan(self, table: str, root: str | None = None, as_of: SnapshotRef | None = None
+             ) -> pl.LazyFrame:
         """See :meth:`agts.StorageEngine.scan_cold`."""
-        return scan(self.store(root), table)
+        store = self.store(root)
+        with IcebergCatalog(self.db, store) as catalog:
+            return scan(catalog, store, self.spec(table).name, as_of)
+
+    def snapshots(self, table: str, root: str | None = None) -> list[SnapshotInfo]:
+        """See :meth:`agts.StorageEngine.cold_snapshots`."""
+        name = self.spec(table).name
+        with IcebergCatalog(self.db, self.store(root)) as catalog:
+            return catalog.snapshots(name)
 
     def query(self, table: str, start: Any, end: Any, *, metric_name: str | None = None,
               root: str | None = None) -> pl.DataFrame:
@@ -150,10 +167,13 @@ class ColdTier:
             "rows": pl.Int64, "bytes": pl.Int64, "sha256": pl.String})
         return frame.drop("sha256").with_columns(pl.Series("problem", problems, pl.String))
 
-    def metric_rows(self, names: list[str], start: datetime, end: datetime) -> pl.DataFrame | None:
-        """The archived rows (``timestamp, metric_name, value, labels``) of metrics ``names`` in
-        ``[start, end)`` whose hot rows were dropped, or None when no such range overlaps (one
-        indexed look at the manifest: the common case costs no catalog look-up)."""
+    def metric_rows(self, names: list[str], start: datetime, end: datetime,
+                    series_ids: list[int] | None = None) -> pl.DataFrame | None:
+        """The archived rows (``timestamp, metric_name, value, labels, series_id``) of metrics
+        ``names`` in ``[start, end)`` whose hot rows were dropped, or None when no such range
+        overlaps (one indexed look at the manifest: the common case costs no catalog look-up).
+        ``series_ids``: of these series only, where files carry ``series_id`` (files written
+        before it was archived have it null and return every series of the metrics)."""
         if not names or start >= end:
             return None
         with self.db.read_connection("read the cold tier of 'metrics'") as conn:
@@ -164,7 +184,8 @@ class ColdTier:
             files = sorted(set(cold_files(conn, spec, start, end, one)))
         if not files:
             return None
-        rows = read_cold(self.store, spec, files, start, end, metric_name=one)
+        rows = read_cold(self.store, spec, files, start, end, metric_name=one,
+                         series_ids=series_ids)
         return rows if one is not None else rows.filter(pl.col("metric_name").is_in(names))
 
 

@@ -30,6 +30,7 @@ from typing import Any, Literal, TypeVar
 import psycopg
 import psycopg.sql
 import pyarrow as pa
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from agts.config import DatabaseConfig
@@ -134,6 +135,13 @@ class Database:
             ) from exc
         if config.replicas:
             self._replicas = Replicas(self, config)
+
+    def connect_direct(self, *, search_path: str) -> psycopg.Connection[Any]:
+        """A new connection outside the pool with its own ``search_path`` (for a library that
+        manages its connections, as the Iceberg catalog does). The caller closes it."""
+        params = conninfo_to_dict(self._conninfo)
+        params["options"] = f"{params.get('options') or ''} -c search_path={search_path}".strip()
+        return psycopg.connect(make_conninfo("", **params))
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -47,7 +47,7 @@ from agts.query._rollups import (
     view_query,
 )
 from agts.query._series import SeriesResolver, points_estimate
-from agts.query._tiers import aggregate_points, bucket_floor, cold_points
+from agts.query._tiers import aggregate_points, bucket_floor, cold_points, once
 
 __all__ = ["AggregatedArgs", "MetricsQueries", "check_aggregated", "next_cursor"]
 
@@ -216,7 +216,7 @@ class MetricsQueries:
                 hint = limit if hint is None else min(hint, limit)
             parts.append(fetch_page(self._db, ids, start, end, limit=cap, after=cursor,
                                     server_order=limit is not None, rows_hint=hint))
-        points = parts[0] if tiers == "hot" else pl.concat(parts).sort(
+        points = parts[0] if tiers == "hot" else once(pl.concat(parts)).sort(
             "timestamp", "series_id").head(cap)
         if limit is None and points.height > max_results:
             raise _too_large(max_results, None, _RAW_ADVICE)
@@ -331,8 +331,8 @@ class MetricsQueries:
         low = max(start, bucket_floor(cold.get_column("timestamp").min(), width))  # type: ignore[arg-type]
         high = min(end, bucket_floor(cold.get_column("timestamp").max(), width) + width)  # type: ignore[arg-type]
         ids = series.get_column("series_id").to_list()
-        middle = pl.concat([cold, fetch_page(self._db, ids, low, high, limit=None, after=None,
-                                             server_order=False)])
+        middle = once(pl.concat([cold, fetch_page(self._db, ids, low, high, limit=None,
+                                                  after=None, server_order=False)]))
         parts = [self._aggregate_sql(series, lo, hi, width, specs, groups, schema)
                  for lo, hi in ((start, low), (high, end)) if lo < hi]
         parts.append(aggregate_points(middle, groups.frame(series), width, specs, groups.columns))

@@ -23,7 +23,7 @@ from agts.archive import ColdTier
 from agts.query import _aggregate as agg
 from agts.query._args import AggSpec
 
-__all__ = ["POINTS", "aggregate_points", "bucket_floor", "cold_points"]
+__all__ = ["POINTS", "aggregate_points", "bucket_floor", "cold_points", "once"]
 
 POINTS: dict[str, pl.DataType] = {
     "timestamp": pl.Datetime("us", "UTC"), "series_id": pl.Int32(), "value": pl.Float64()}
@@ -39,9 +39,25 @@ def cold_points(cold: ColdTier | None, series: pl.DataFrame, start: datetime,
     """``timestamp, series_id, value`` of ``series`` in ``[start, end)`` from dropped units only,
     ordered by (timestamp, series_id)."""
     names = sorted(set(series.get_column("metric_name").to_list()))
-    rows = cold.metric_rows(names, start, end) if cold is not None else None
+    ids = series.get_column("series_id")
+    rows = cold.metric_rows(names, start, end, ids.to_list()) if cold is not None else None
     if rows is None or rows.is_empty():
         return pl.DataFrame(schema=POINTS)
+    if "series_id" in rows.columns:
+        known = rows.filter(pl.col("series_id").is_not_null())
+        points = known.filter(pl.col("series_id").is_in(ids.implode())).select(*POINTS)
+        rows = rows.filter(pl.col("series_id").is_null())
+        if rows.is_empty():
+            return points.select([pl.col(c).cast(t) for c, t in POINTS.items()]).sort(
+                "timestamp", "series_id")
+        return pl.concat([points.select([pl.col(c).cast(t) for c, t in POINTS.items()]),
+                          _by_labels(rows, series)]).sort("timestamp", "series_id")
+    return _by_labels(rows, series)
+
+
+def _by_labels(rows: pl.DataFrame, series: pl.DataFrame) -> pl.DataFrame:
+    """Cold rows without ``series_id`` (files of schema version 1) matched to ``series`` by
+    metric name and labels."""
     entry = pl.concat_str(pl.element().struct.field("key"), pl.lit("\x00"),
                           pl.element().struct.field("value"), pl.lit("\x00"))
     labels = pl.col("labels")
@@ -53,10 +69,18 @@ def cold_points(cold: ColdTier | None, series: pl.DataFrame, start: datetime,
         "_key": [_entries_key(json.loads(t)) for t in series.get_column("labels_json").to_list()],
         "series_id": series.get_column("series_id"),
     }, schema={"metric_name": pl.String, "_key": pl.String, "series_id": pl.Int32})
-    points = rows.join(keys, on=["metric_name", "_key"], how="inner")
+    points = rows.drop("series_id", strict=False).join(keys, on=["metric_name", "_key"],
+                                                       how="inner")
     return points.select(
         pl.col("timestamp").cast(POINTS["timestamp"]), pl.col("series_id").cast(pl.Int32),
         pl.col("value").cast(pl.Float64)).sort("timestamp", "series_id")
+
+
+def once(points: pl.DataFrame) -> pl.DataFrame:
+    """Cold rows followed by hot rows, each point key ``(series_id, timestamp)`` kept once: the
+    first, the archived one. A point written into a range after it was archived and dropped is
+    stored in the hot tier again; as within the hot tier, the first write wins."""
+    return points.unique(["series_id", "timestamp"], keep="first", maintain_order=True)
 
 
 def _polars_agg(spec: AggSpec) -> pl.Expr:

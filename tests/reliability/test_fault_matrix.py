@@ -330,12 +330,12 @@ ENTRIES: list[Entry] = [
           waits_on_lock=False),
     Entry("agts.temporary_database", lambda w: _temporary(w.config), ("agts_tmp",),
           writes=True, waits_on_lock=False),
+    # -- readers of the cold tier: its Iceberg catalog lives in the database
+    Entry("engine.cold", lambda w: _views(w.engine.cold()), ("archive", "Iceberg")),
+    Entry("engine.scan_cold", lambda w: w.engine.scan_cold("metrics"), ("archive", "Iceberg")),
+    Entry("agts.cold", lambda w: _views(agts.cold(str(w.root), config=w.config)),
+          ("archive", "Iceberg")),
     # -- no database at all: these must keep working while the server is away
-    Entry("engine.cold", lambda w: _views(w.engine.cold()), ("archive",), database=False),
-    Entry("engine.scan_cold", lambda w: w.engine.scan_cold("metrics"), ("archive",),
-          database=False),
-    Entry("agts.cold", lambda w: _views(agts.cold(str(w.root), config=w.config)), ("archive",),
-          database=False),
     Entry("engine.query_stats", lambda w: w.engine.query_stats(), ("query",), database=False),
     Entry("engine.clear_query_cache", lambda w: w.engine.clear_query_cache(), ("query",),
           database=False),

@@ -1,0 +1,189 @@
+"""The cold tier as Apache Iceberg tables: every reader (agts, DuckDB, Polars, pyiceberg) sees the
+current snapshot, each point once across tiers, commits that survive crashes and late rows, and
+reads as of an earlier snapshot."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+import agts
+from agts.archive import _archiver
+
+DAY0 = datetime(2026, 1, 1, tzinfo=UTC)
+DAY = timedelta(days=1)
+
+
+def _points(days: int = 2, per_day: int = 288, start: datetime = DAY0) -> pl.DataFrame:
+    """Two metrics × two venues, every 5 minutes per series."""
+    rows = []
+    for i in range(days * per_day):
+        ts = start + i * DAY / per_day
+        for metric in ("latency", "pnl"):
+            for venue in ("x", "y"):
+                rows.append((ts, metric, float(i) + (0.25 if venue == "x" else 0.5), venue))
+    return pl.DataFrame(rows, orient="row", schema={
+        "timestamp": pl.Datetime("us", "UTC"), "metric_name": pl.String, "value": pl.Float64,
+        "venue": pl.String}).with_columns(labels=pl.struct(venue="venue")).drop("venue")
+
+
+def _plain(frame: pl.DataFrame) -> pl.DataFrame:
+    """``timestamp, metric_name, value, venue``, sorted, whatever shape ``labels`` has."""
+    labels = frame.schema["labels"]
+    if isinstance(labels, pl.Struct):
+        venue = pl.col("labels").struct.field("venue")
+    elif isinstance(labels, pl.Map):
+        venue = pl.col("labels").map.get("venue")
+    else:  # a list of key/value structs
+        venue = pl.col("labels").list.eval(pl.element().struct.field("value")).list.first()
+    return frame.select(pl.col("timestamp").cast(pl.Datetime("us", "UTC")), "metric_name",
+                        "value", venue.alias("venue")).sort("timestamp", "metric_name", "venue")
+
+
+def _iceberg_rows(engine: agts.StorageEngine, **scan: object) -> pl.DataFrame:
+    table = engine.iceberg_table("metrics")
+    return pl.from_arrow(table.scan(**scan).to_arrow())  # type: ignore[return-value]
+
+
+def _archive_day_one(arch: agts.StorageEngine) -> pl.DataFrame:
+    points = _points()
+    arch.insert_metrics_batch(points)
+    report = arch.archive("metrics", DAY0, DAY0 + DAY, drop=True)
+    assert report.units_dropped == 1 and report.failed == []
+    return points
+
+
+def test_every_reader_sees_the_archived_rows_once_and_agts_answers_across_tiers(
+        arch: agts.StorageEngine) -> None:
+    points = _archive_day_one(arch)
+    day_one = _plain(points.filter(pl.col("timestamp") < DAY0 + DAY))
+    assert_frame_equal(_plain(_iceberg_rows(arch)), day_one)
+    with pytest.MonkeyPatch.context() as env:  # pyiceberg plans the scan (no polars_iceberg)
+        env.setenv("POLARS_ICEBERG_PLANNER", "pyiceberg")
+        lazy = pl.scan_iceberg(arch.iceberg_table("metrics"))
+        assert_frame_equal(_plain(lazy.collect()), day_one)
+    assert_frame_equal(_plain(arch.scan_cold("metrics").collect()), day_one)
+    with arch.cold() as duck:
+        assert_frame_equal(_plain(duck.sql("SELECT * FROM metrics").pl()), day_one)
+    # Files are sorted by series then time, and carry the series ids of agts.series.
+    files = arch.scan_cold("metrics").collect()
+    with arch.db.connection() as conn:
+        ids = dict(conn.execute("SELECT labels->>'venue' || metric_name, series_id "
+                                "FROM agts.series").fetchall())
+    assert files.select(pl.col("labels").map.get("venue") + pl.col("metric_name")
+                        ).to_series().replace_strict(ids).to_list() == \
+        files.get_column("series_id").to_list()
+    assert files.get_column("series_id").to_list() == sorted(files.get_column("series_id"))
+    # agts across tiers, with a label filter, against Polars over the points themselves.
+    for labels in (None, {"venue": "x"}):
+        got = arch.query_metrics("latency", DAY0 + DAY / 2, DAY0 + 3 * DAY / 2, labels,
+                                 tiers="all")
+        want = points.filter(pl.col("metric_name") == "latency",
+                             pl.col("timestamp") >= DAY0 + DAY / 2,
+                             pl.col("timestamp") < DAY0 + 3 * DAY / 2)
+        if labels:
+            want = want.filter(pl.col("labels").struct.field("venue") == "x")
+        assert_frame_equal(_plain(got), _plain(want))
+        assert got.schema["labels"] == pl.Struct({"venue": pl.String})
+
+
+def test_a_point_written_again_into_an_archived_range_is_kept_once(
+        arch: agts.StorageEngine) -> None:
+    """First write wins across tiers as within the hot tier: the archived value stands, and
+    counts do not double."""
+    points = _archive_day_one(arch)
+    day_one = points.filter(pl.col("timestamp") < DAY0 + DAY)
+    arch.insert_metrics_batch(day_one.with_columns(pl.col("value") * -1))
+    got = arch.query_metrics("pnl", DAY0, DAY0 + 2 * DAY, tiers="all")
+    assert_frame_equal(_plain(got), _plain(points.filter(pl.col("metric_name") == "pnl")))
+    hourly = arch.query_aggregated("pnl", DAY0, DAY0 + 2 * DAY, bucket="1h",
+                                   aggregation=["count", "sum"], tiers="all")
+    want = (points.filter(pl.col("metric_name") == "pnl")
+            .group_by(pl.col("timestamp").dt.truncate("1h"))
+            .agg(pl.len().alias("count"), pl.col("value").sum().alias("sum")).sort("timestamp"))
+    assert hourly.get_column("count").to_list() == want.get_column("count").to_list()
+    assert hourly.get_column("sum").to_list() == pytest.approx(want.get_column("sum").to_list())
+
+
+def test_late_rows_after_the_commit_replace_the_units_files_in_one_snapshot(
+        arch: agts.StorageEngine) -> None:
+    """A range copied (committed) and then written to before its drop is exported again: the new
+    snapshot holds the new files instead of the old (no row twice for other engines), the old
+    snapshot still reads as it was, and its files stay for it."""
+    points = _points(days=1)
+    arch.insert_metrics_batch(points)
+    arch.export_cold("metrics", DAY0, DAY0 + DAY)
+    first = arch.cold_snapshots("metrics")
+    old_files = set(arch.iceberg_table("metrics").inspect.files()["file_path"].to_pylist())
+    late = _points(days=1, per_day=5).with_columns(pl.col("timestamp") + timedelta(seconds=7))
+    arch.insert_metrics_batch(late)
+    report = arch.archive("metrics", DAY0, DAY0 + DAY, drop=True)
+    assert (report.units_exported, report.units_dropped) == (1, 1)
+    snaps = arch.cold_snapshots("metrics")
+    assert snaps.height == 2 and snaps["operation"].to_list() == ["append", "overwrite"]
+    assert snaps["rows"].to_list() == [points.height, points.height + late.height]
+    assert_frame_equal(_plain(_iceberg_rows(arch)), _plain(pl.concat([points, late])))
+    as_before = arch.scan_cold("metrics", as_of=int(first["snapshot_id"][0])).collect()
+    assert_frame_equal(_plain(as_before), _plain(points))
+    assert all(Path(f.removeprefix("file://")).exists() for f in old_files)
+    new_files = set(arch.iceberg_table("metrics").inspect.files()["file_path"].to_pylist())
+    assert not (old_files & new_files)
+
+
+def test_as_of_reads_the_archive_as_it_was(arch: agts.StorageEngine) -> None:
+    points = _points(days=2)
+    arch.insert_metrics_batch(points)
+    before_any = datetime.now(UTC)
+    time.sleep(0.01)
+    arch.archive("metrics", DAY0, DAY0 + DAY, drop=True)
+    between = datetime.now(UTC)
+    time.sleep(0.01)
+    arch.archive("metrics", DAY0 + DAY, DAY0 + 2 * DAY, drop=True)
+    snaps = arch.cold_snapshots("metrics")
+    assert snaps.height == 2 and snaps["rows"].to_list() == [points.height // 2, points.height]
+    day_one = _plain(points.filter(pl.col("timestamp") < DAY0 + DAY))
+    for as_of in (int(snaps["snapshot_id"][0]), between):
+        assert_frame_equal(_plain(arch.scan_cold("metrics", as_of=as_of).collect()), day_one)
+        with arch.cold(as_of=as_of) as duck:
+            assert duck.execute("SELECT count(*) FROM metrics").fetchone() == (day_one.height,)
+    assert_frame_equal(_plain(arch.scan_cold("metrics").collect()), _plain(points))
+    with pytest.raises(agts.ValidationError, match="before anything of 'metrics' was archived"):
+        arch.scan_cold("metrics", as_of=before_any)
+    with pytest.raises(agts.ValidationError, match="is not a snapshot of 'metrics'"):
+        arch.scan_cold("metrics", as_of=12345)
+    with pytest.raises(agts.ValidationError, match="timezone-aware"):
+        arch.scan_cold("metrics", as_of=datetime(2026, 1, 1))
+    with pytest.raises(agts.ValidationError, match="snapshot id"):
+        arch.scan_cold("metrics", as_of="yesterday")
+
+
+def test_a_failed_commit_leaves_the_unit_exported_and_the_next_run_commits_once(
+        arch: agts.StorageEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    points = _points(days=1)
+    arch.insert_metrics_batch(points)
+
+    def crash(step: str, unit: object) -> None:
+        if step == "committed":
+            raise RuntimeError("killed after the Iceberg commit")
+
+    monkeypatch.setattr(_archiver, "STEP_HOOK", crash)
+    with pytest.raises(RuntimeError, match="killed after"):
+        arch.archive("metrics", DAY0, DAY0 + DAY, drop=True)
+    monkeypatch.setattr(_archiver, "STEP_HOOK", None)
+    with arch.db.connection() as conn:
+        assert conn.execute("SELECT state, snapshot_id FROM agts.archive_units").fetchall() == [
+            ("exported", None)]
+    report = arch.archive("metrics", DAY0, DAY0 + DAY, drop=True)
+    assert (report.units_exported, report.units_dropped) == (0, 1)
+    snaps = arch.cold_snapshots("metrics")
+    assert snaps.height == 1  # the rerun found its files committed: no second snapshot
+    with arch.db.connection() as conn:
+        [(state, snapshot)] = conn.execute(
+            "SELECT state, snapshot_id FROM agts.archive_units").fetchall()
+    assert (state, snapshot) == ("dropped", snaps["snapshot_id"][0])
+    assert_frame_equal(_plain(_iceberg_rows(arch)), _plain(points))
