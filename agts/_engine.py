@@ -592,6 +592,26 @@ class StorageEngine:
             "snapshot_id": pl.Int64, "committed_at": pl.Datetime("us", "UTC"),
             "operation": pl.String, "files": pl.Int64, "rows": pl.Int64})
 
+    def upgrade_cold(self, table: str | None = None) -> pl.DataFrame:
+        """Register every archived file of ``table`` (default: every table) in its Iceberg table,
+        without rewriting data: archives written before the cold tier was on Iceberg (schema
+        version 1: no ``series_id``, which then reads as null) become readable by
+        :meth:`cold`, :meth:`scan_cold` and other engines. Each file is checked against its
+        manifest row (size, sha256, row count) first. Idempotent: a table that already holds
+        its files gets no new snapshot.
+
+        Returns
+        -------
+        polars.DataFrame
+            One row per table: ``table_name, files, rows, snapshot_id``.
+
+        Raises
+        ------
+        ArchiveError
+            A file is missing or not the one recorded (nothing of that table is registered).
+        """
+        return self.cold_tier.upgrade(table)
+
     def iceberg_table(self, table: str, *, root: str | None = None) -> Any:
         """The pyiceberg ``Table`` of ``table``'s cold tier (for ``pl.scan_iceberg`` or pyiceberg's
         own scans), or None when nothing of it was archived."""

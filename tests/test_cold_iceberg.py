@@ -4,16 +4,21 @@ reads as of an earlier snapshot."""
 
 from __future__ import annotations
 
+import hashlib
+import re
+import shutil
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 from polars.testing import assert_frame_equal
 
 import agts
 from agts.archive import _archiver
+from tests.test_cli import run_cli
 
 DAY0 = datetime(2026, 1, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -187,3 +192,69 @@ def test_a_failed_commit_leaves_the_unit_exported_and_the_next_run_commits_once(
             "SELECT state, snapshot_id FROM agts.archive_units").fetchall()
     assert (state, snapshot) == ("dropped", snaps["snapshot_id"][0])
     assert_frame_equal(_plain(_iceberg_rows(arch)), _plain(points))
+
+
+def _to_schema_version_1(engine: agts.StorageEngine) -> list[Path]:
+    """Rewrite the archive as agts wrote it before Iceberg: files without ``series_id`` in time
+    order, their manifest rows pointing at them, no Iceberg table."""
+    root = Path(engine.config.archive.root)
+    with engine.db.connection() as conn:
+        rows = conn.execute("SELECT unit_id, path FROM agts.archive_files").fetchall()
+        written = []
+        for unit_id, path in rows:
+            table = pq.read_table(root / path).drop_columns(["series_id"])
+            table = table.sort_by([("timestamp", "ascending")])
+            old = Path(path).with_name(re.sub(r"-[0-9a-f]{10}\.parquet$", ".parquet",
+                                              Path(path).name))
+            pq.write_table(table, root / old, compression="zstd")
+            (root / path).unlink()
+            data = (root / old).read_bytes()
+            conn.execute("UPDATE agts.archive_files SET path = %s, bytes = %s, sha256 = %s, "
+                         "schema_version = 1 WHERE unit_id = %s AND path = %s",
+                         [str(old), len(data), hashlib.sha256(data).hexdigest(), unit_id, path])
+            written.append(root / old)
+        conn.execute("UPDATE agts.archive_units SET snapshot_id = NULL, schema_version = 1")
+        conn.execute("DELETE FROM agts.iceberg_tables")
+    shutil.rmtree(root / "table=metrics" / "metadata")
+    return written
+
+
+def test_an_archive_of_schema_version_1_is_registered_by_upgrade(
+        arch: agts.StorageEngine) -> None:
+    points = _points(days=3)
+    arch.insert_metrics_batch(points)
+    arch.archive("metrics", DAY0, DAY0 + 2 * DAY, drop=True)
+    old_files = _to_schema_version_1(arch)
+    first_two = points.filter(pl.col("timestamp") < DAY0 + 2 * DAY)
+    # Before the upgrade agts reads them through its manifest (series found by labels) ...
+    got = arch.query_metrics("pnl", DAY0, DAY0 + 3 * DAY, {"venue": "y"}, tiers="all")
+    want = points.filter(pl.col("metric_name") == "pnl",
+                         pl.col("labels").struct.field("venue") == "y")
+    assert_frame_equal(_plain(got), _plain(want))
+    # ... other readers see no table yet; a damaged file stops the upgrade, naming it.
+    with pytest.raises(agts.ValidationError, match="no archived files"):
+        arch.scan_cold("metrics")
+    pristine = old_files[0].read_bytes()
+    old_files[0].write_bytes(pristine[:-10])
+    with pytest.raises(agts.ArchiveError, match=re.escape(old_files[0].name)):
+        arch.upgrade_cold()
+    old_files[0].write_bytes(pristine)
+    run = run_cli("archive", "upgrade", config=arch.config,
+                  env_extra={"AGTS_ARCHIVE__ROOT": arch.config.archive.root})
+    assert run.returncode == 0, run.stderr
+    assert f"metrics: 2 file(s), {first_two.height:,} rows in Iceberg snapshot" in run.stdout
+    again = arch.upgrade_cold()
+    assert again.rows() == [("metrics", 2, first_two.height,
+                             int(arch.cold_snapshots("metrics")["snapshot_id"][0]))]
+    assert arch.cold_snapshots("metrics").height == 1  # nothing new to register
+    assert sorted(arch.iceberg_table("metrics").inspect.files()["file_path"].to_pylist()) == \
+        sorted(f"file://{f}" for f in old_files)  # registered where they are, not rewritten
+    scanned = arch.scan_cold("metrics").collect()
+    assert scanned["series_id"].null_count() == scanned.height
+    assert_frame_equal(_plain(scanned), _plain(first_two))
+    # The next range archived (schema version 2) joins them in the same table.
+    arch.archive("metrics", DAY0 + 2 * DAY, DAY0 + 3 * DAY, drop=True)
+    with arch.cold() as duck:
+        assert_frame_equal(_plain(duck.sql("SELECT * FROM metrics").pl()), _plain(points))
+    got = arch.query_metrics("pnl", DAY0, DAY0 + 3 * DAY, {"venue": "y"}, tiers="all")
+    assert_frame_equal(_plain(got), _plain(want))

@@ -245,3 +245,20 @@ def test_archive_with_drop_refreshes_the_rollups_first(arch: agts.StorageEngine)
     expected = (points.group_by(pl.col("timestamp").dt.truncate("1h")).len("count")
                 .sort("timestamp"))
     assert counts.select("timestamp", pl.col("count").cast(pl.UInt32)).equals(expected)
+
+
+def test_a_catalog_row_pointing_outside_the_root_is_refused(arch: agts.StorageEngine,
+                                                            tmp_path: Path) -> None:
+    """The table's metadata file must lie inside the root as well: a catalog row moved to a
+    copy elsewhere (which could list any file) is refused before its snapshot is used."""
+    _archived(arch)
+    with arch.db.connection() as conn:
+        [(location,)] = conn.execute("SELECT metadata_location FROM agts.iceberg_tables"
+                                     ).fetchall()
+        copy = tmp_path / "copy.metadata.json"
+        copy.write_bytes(Path(location.removeprefix("file://")).read_bytes())
+        conn.execute("UPDATE agts.iceberg_tables SET metadata_location = %s", [f"file://{copy}"])
+    for call in (arch.cold, lambda: arch.scan_cold("metrics")):
+        with pytest.raises(agts.ArchiveError, match="not inside the archive root") as info:
+            call()
+        assert str(copy) in str(info.value)

@@ -1,16 +1,19 @@
-"""The Parquet cold tier, a library of its own: export → verify → drop, the manifest, restore, and
-reading archived files back. It knows the database and its configuration section, never the
+"""The cold tier, a library of its own: export → verify → commit → drop, the manifest, restore,
+and reading archived files back. It knows the database and its configuration section, never the
 engine, the query service or the execution store; they hold a :class:`ColdTier`.
 
-Layout under the archive root (a directory or ``s3://bucket/prefix``)::
+Each archived table is an Apache Iceberg table ``agts.<name>`` whose catalog is in the same
+database (``agts.iceberg_tables``, the JDBC catalog's layout). Layout under the archive root (a
+directory or ``s3://bucket/prefix``)::
 
-    table=metrics/date=2026-01-01/metrics-20260101T000000Z-20260102T000000Z.parquet
-    table=metrics/_manifest.json
-    table=orders/date=2026-01-05/orders-20260105T000000Z-20260112T000000Z.parquet
+    table=metrics/date=2026-01-01/metrics-20260101T000000Z-20260102T000000Z-<attempt>.parquet
+    table=metrics/metadata/00001-<uuid>.metadata.json   (Iceberg: snapshots, manifests)
+    table=orders/date=2026-01-05/orders-20260105T000000Z-20260112T000000Z-<attempt>.parquet
 
 One file per chunk range and UTC date, zstd-compressed, timestamps as UTC microseconds, metric
-labels as ``map<string, string>``. The manifest (path, rows, time range, sha256, schema version,
-state) is kept in ``agts.archive_units`` / ``agts.archive_files`` and beside the files.
+labels as ``map<string, string>`` next to ``series_id`` (rows sorted by series, then time). The
+manifest (path, rows, time range, sha256, schema version, state, snapshot) is kept in
+``agts.archive_units`` / ``agts.archive_files``.
 """
 
 from agts.archive._archiver import Archiver, ArchiveReport, Unit

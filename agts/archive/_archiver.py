@@ -280,7 +280,7 @@ class Archiver:
                 log.warning("%s: %s; exporting again", unit, problem)
                 self._set_state(conn, unit_id, "exporting")
                 return
-        snapshot = self._commit(unit_id, f"verified {unit}")
+        snapshot = self.commit(f"verified {unit}", unit_id)
         _hook("committed", unit)
         with self.db.connection(f"archive {self.spec.qualified}") as conn:
             conn.execute("UPDATE agts.archive_units SET state = 'verified', snapshot_id = %s, "
@@ -289,9 +289,10 @@ class Archiver:
         report.units_verified += 1
         _hook("verified", unit)
 
-    def _commit(self, unit_id: int | None, why: str) -> int | None:
+    def commit(self, why: str, unit_id: int | None = None) -> int | None:
         """Make the Iceberg table hold the files of every verified or dropped unit (and of
-        ``unit_id``): one snapshot, or none when it already does. Returns the current snapshot."""
+        ``unit_id``): one snapshot, or none when it already does (``why`` goes into its summary).
+        Returns the current snapshot id (None: no file to hold, no table)."""
         with self.db.connection(f"archive {self.spec.qualified}") as conn:
             rows = conn.execute(_COMMITTED_FILES, [self.spec.name, unit_id]).fetchall()
         stores: dict[str, ArchiveStore] = {self.store.root: self.store}
@@ -369,7 +370,7 @@ class Archiver:
             if uncommitted:
                 self.store.delete(path)
         if stale:  # the whole range's copy left the set of committed files
-            self._commit(None, f"dropped {unit}")
+            self.commit(f"dropped {unit}")
         report.units_dropped += 1
         report.rows_dropped += hot
         _hook("dropped", unit)

@@ -69,9 +69,12 @@ def snapshot_paths(catalog: IcebergCatalog, store: ArchiveStore, table: str,
     ArchiveError
         A file of the snapshot lies outside the root (the message names it).
     """
-    uris = catalog.files(table, as_of)
-    if uris is None:
+    iceberg = catalog.table(table)
+    if iceberg is None:
         return None
+    store.relative(iceberg.metadata_location)  # the catalog row must point inside the root too
+    uris = catalog.files(table, as_of, table=iceberg)
+    assert uris is not None
     return [store.path(store.relative(uri)) for uri in uris]
 
 
@@ -135,9 +138,15 @@ def scan(catalog: IcebergCatalog, store: ArchiveStore, table: str,
             f"table {table!r} has no archived files under {store.root!r}"
             + ("" if as_of is None else f" as of {as_of!r}")
             + f"; archived tables: {_tables(catalog)!r}")
+    iceberg = catalog.table(table)
+    assert iceberg is not None
+    schema = iceberg.schema().as_arrow()
     if store.is_s3:
-        return pl.scan_pyarrow_dataset(ds.dataset(paths, filesystem=store.fs, format="parquet"))
-    return pl.scan_parquet(paths, missing_columns="insert")
+        return pl.scan_pyarrow_dataset(ds.dataset(paths, schema=schema, filesystem=store.fs,
+                                                  format="parquet"))
+    # The table's schema, not the first file's: files of schema version 1 lack series_id.
+    polars_schema = pl.from_arrow(schema.empty_table()).schema  # type: ignore[union-attr]
+    return pl.scan_parquet(paths, schema=polars_schema, missing_columns="insert")
 
 
 def empty_frame(spec: TableSpec) -> pl.DataFrame:

@@ -247,7 +247,8 @@ class IcebergCatalog:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def files(self, name: str, as_of: SnapshotRef | None = None) -> list[str] | None:
+    def files(self, name: str, as_of: SnapshotRef | None = None, *,
+              table: Table | None = None) -> list[str] | None:
         """The data files (URIs) of table ``name`` at its current snapshot, or at ``as_of``
         (a snapshot id, or the snapshot current at that instant). None: no such table.
 
@@ -256,7 +257,7 @@ class IcebergCatalog:
         ValidationError
             ``as_of`` names no snapshot of the table (the message lists the range there is).
         """
-        table = self.table(name)
+        table = table if table is not None else self.table(name)
         if table is None:
             return None
         snapshot = self._snapshot(table, as_of)

@@ -167,6 +167,37 @@ class ColdTier:
             "rows": pl.Int64, "bytes": pl.Int64, "sha256": pl.String})
         return frame.drop("sha256").with_columns(pl.Series("problem", problems, pl.String))
 
+    def upgrade(self, table: str | None = None) -> pl.DataFrame:
+        """See :meth:`agts.StorageEngine.upgrade_cold`."""
+        with self.db.read_connection("read the archive manifest") as conn:
+            names = [r[0] for r in conn.execute(
+                "SELECT DISTINCT table_name FROM agts.archive_units WHERE state IN "
+                "('verified', 'dropped') AND (%s::text IS NULL OR table_name = %s) ORDER BY 1",
+                [table, table]).fetchall()]
+        if table is not None and not names:
+            self.spec(table)  # an unknown name is a ValidationError listing the known ones
+        results = []
+        for name in names:
+            checked = self.verify(name).filter(pl.col("state").is_in(["verified", "dropped"]))
+            bad = checked.filter(pl.col("problem").is_not_null())
+            if bad.height:
+                raise ArchiveError(
+                    f"cannot register the archive of {name!r} in Iceberg: {bad.height} file(s) "
+                    f"are not the ones recorded, the first: {bad['problem'][0]} (run "
+                    "`agts archive verify`)", path=str(bad["root"][0]))
+            spec = self.spec(name)
+            roots = checked.group_by("root").len().sort("len", descending=True)
+            root = str(roots["root"][0]) if roots.height else None
+            archiver = Archiver(self.db, self.store(root), spec)
+            try:
+                snapshot = archiver.commit("upgrade: register the archived files")
+            finally:
+                archiver.iceberg.close()
+            results.append((name, checked.height, int(checked["rows"].sum() or 0), snapshot))
+        return pl.DataFrame(results, orient="row", schema={
+            "table_name": pl.String, "files": pl.Int64, "rows": pl.Int64,
+            "snapshot_id": pl.Int64})
+
     def metric_rows(self, names: list[str], start: datetime, end: datetime,
                     series_ids: list[int] | None = None) -> pl.DataFrame | None:
         """The archived rows (``timestamp, metric_name, value, labels, series_id``) of metrics

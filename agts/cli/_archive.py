@@ -1,4 +1,4 @@
-"""``agts archive``: export to the Parquet cold tier, restore, verify, list the manifest."""
+"""``agts archive``: export to the cold tier, restore, verify, upgrade, list the manifest."""
 
 from __future__ import annotations
 
@@ -55,6 +55,13 @@ def register(sub: Any) -> None:
     add_json_flag(verify)
     verify.set_defaults(func=run_verify)
 
+    upgrade = actions.add_parser(
+        "upgrade", help="register archives written before Iceberg in the Iceberg tables "
+        "(checked by size, sha256 and rows; no data rewritten)")
+    upgrade.add_argument("--table", help="only this archive table")
+    add_json_flag(upgrade)
+    upgrade.set_defaults(func=run_upgrade)
+
     listing = actions.add_parser("list", help="the manifest: every file with its state")
     listing.add_argument("--table", help="only this archive table")
     add_json_flag(listing)
@@ -105,6 +112,21 @@ def run_verify(args: argparse.Namespace) -> int:
             print(f"{row['table_name']}: {row['problem']}", file=sys.stderr)
         print(f"{checked.height} file(s) checked, {bad.height} with a problem")
     return 1 if bad.height else 0
+
+
+def run_upgrade(args: argparse.Namespace) -> int:
+    with engine_from_args(args) as engine:
+        require_schema(engine)
+        with usage_errors():
+            done = engine.upgrade_cold(args.table)
+    if args.json:
+        print_json(done.to_dicts())
+        return 0
+    for row in done.iter_rows(named=True):
+        print(f"{row['table_name']}: {row['files']} file(s), {row['rows']:,} rows in Iceberg "
+              f"snapshot {row['snapshot_id']}")
+    print(f"{done.height} table(s) registered")
+    return 0
 
 
 def run_list(args: argparse.Namespace) -> int:
