@@ -47,8 +47,10 @@ def main() -> None:
 
     def c(p: dict) -> pd.DataFrame:
         query = QueryBuilder().resample("1h").agg({metric: "mean"})
-        out = lib.read_batch([ReadRequest(h, date_range=(t0, t12), columns=[metric],
-                                          query_builder=query) for h in hosts])
+        # (ArcticDB cannot combine a column selection with a query's clauses: the
+        # aggregation names the column.)
+        out = lib.read_batch([ReadRequest(h, date_range=(t0, t12), query_builder=query)
+                              for h in hosts])
         return pd.concat([r.data for r in out], keys=hosts)
 
     def d(p: dict) -> pd.DataFrame:

@@ -90,8 +90,7 @@ def load(engine: agts.StorageEngine, wide: pl.DataFrame) -> float:
     points = long_points(wide)
     for offset in range(0, points.height, 500_000):
         engine.insert_metrics_batch(points.slice(offset, 500_000))
-    with engine.db.connection() as conn:
-        conn.autocommit = True
+    with engine.db.connection(autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE agts.metric_points")
         conn.execute("ANALYZE agts.series")
     return time.perf_counter() - began

@@ -127,3 +127,16 @@ def test_local_cluster_lifecycle_and_fail_fast_when_stopped(throwaway_cluster: i
     assert _local.start(install=False).running
     with agts.connect(cfg) as engine:
         assert engine.server.timescaledb_installed
+
+
+def test_a_block_that_switches_to_autocommit_hands_back_a_transactional_connection(
+        engine: agts.StorageEngine) -> None:
+    """A caller that turns autocommit on inside a block (for a VACUUM, say) must not leave it on
+    for the next block: agts' own steps (an archive drop's LOCK TABLE) need a transaction."""
+    with engine.db.connection() as conn:
+        conn.autocommit = True
+        conn.execute("SELECT 1")
+    for _ in range(engine.config.database.max_connections + 1):
+        with engine.db.connection() as conn:
+            assert conn.autocommit is False
+            conn.execute("LOCK TABLE agts.series IN ACCESS SHARE MODE")

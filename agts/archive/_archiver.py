@@ -50,6 +50,11 @@ Step = Literal["claimed", "written", "exported", "committed", "verified", "dropp
 #: Called after each committed step; tests set it to inject crashes between steps.
 STEP_HOOK: Callable[[Step, Unit], None] | None = None
 
+#: Rows per row group of metric files: sorted by series, a series' hour (360 points at 10 s) lies in
+#: one group, which a reader decodes alone (measured on 4.32M points, 3 columns: 1.9 ms per
+#: series-hour at 65,536 rows, 3.1 ms at 131,072, 24.6 ms at 1,000,000; files 2 % larger).
+METRICS_ROW_GROUP = 65_536
+
 _MAX_ATTEMPTS = 3
 _LOCK_WAIT_SEC = 2.0
 #: How long a drop waits for the locks on its chunks before it leaves the unit for a later run.
@@ -114,11 +119,12 @@ class Archiver:
     """Runs the unit state machine for one hypertable into one archive store."""
 
     def __init__(self, db: Database, store: ArchiveStore, spec: TableSpec, *,
-                 row_group_rows: int = 1_000_000) -> None:
+                 row_group_rows: int | None = None) -> None:
         self.db = db
         self.store = store
         self.spec = spec
-        self.row_group_rows = row_group_rows
+        self.row_group_rows = row_group_rows or (
+            METRICS_ROW_GROUP if spec.name == METRICS else 1_000_000)
         self._series: SeriesLookup | None = None
         self.iceberg = IcebergCatalog(db, store)
 

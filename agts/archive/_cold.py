@@ -15,15 +15,20 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
 import duckdb
+import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from agts.archive._export import METRICS_SCHEMA
 from agts.archive._iceberg import IcebergCatalog, SnapshotRef
@@ -33,7 +38,7 @@ from agts.config import ArchiveConfig, StorageConfig
 from agts.errors import ArchiveError, ValidationError
 
 __all__ = ["ArchivedFile", "cold", "cold_files", "duckdb_connection", "empty_frame",
-           "read_cold", "read_files", "scan", "snapshot_paths"]
+           "read_cold", "read_files", "read_series", "scan", "snapshot_paths"]
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +220,111 @@ def read_cold(
     frame = pl.from_arrow(pa.concat_tables(tables, promote_options="default"))
     assert isinstance(frame, pl.DataFrame)
     return frame.sort(time_column, maintain_order=True)
+
+
+#: The columns a series read needs: agts knows the names and labels of its series.
+SERIES_COLUMNS = ["timestamp", "series_id", "value"]
+
+
+@dataclass(frozen=True)
+class _Footer:
+    """A metric file's footer and, per row group, the range of series ids and of times in it."""
+
+    metadata: pq.FileMetaData
+    sid_min: np.ndarray
+    sid_max: np.ndarray
+    t_min: np.ndarray  # microseconds since the epoch
+    t_max: np.ndarray
+
+
+#: Footers of metric files by file version (uri, size, mtime): parsed once per process.
+_FOOTERS: dict[tuple[str, int, int | None], _Footer] = {}
+_FOOTERS_MAX = 10_000
+_FOOTERS_LOCK = threading.Lock()
+
+
+def _micros(value: Any) -> int:
+    if isinstance(value, datetime):
+        return int(value.timestamp()) * 1_000_000 + value.microsecond
+    return int(value)
+
+
+def _footer(store: ArchiveStore, path: str) -> _Footer:
+    full = store.path(path)
+    info = store.fs.get_file_info(full)
+    version = (store.uri(path), info.size, info.mtime_ns)
+    found = _FOOTERS.get(version)
+    if found is not None:
+        return found
+    with store.fs.open_input_file(full) as handle:
+        metadata = pq.ParquetFile(handle).metadata
+    columns = {metadata.schema.column(i).path: i for i in range(metadata.num_columns)}
+    groups = metadata.num_row_groups
+    bounds = np.empty((4, groups), dtype=np.int64)
+    for g in range(groups):
+        group = metadata.row_group(g)
+        for row, (column, low, high) in enumerate((("series_id", np.iinfo(np.int64).min,
+                                                    np.iinfo(np.int64).max),
+                                                   ("timestamp", np.iinfo(np.int64).min,
+                                                    np.iinfo(np.int64).max))):
+            stats = group.column(columns[column]).statistics
+            known = stats is not None and stats.has_min_max
+            bounds[2 * row, g] = _micros(stats.min) if known else low
+            bounds[2 * row + 1, g] = _micros(stats.max) if known else high
+    footer = _Footer(metadata, bounds[0], bounds[1], bounds[2], bounds[3])
+    with _FOOTERS_LOCK:
+        if len(_FOOTERS) >= _FOOTERS_MAX:
+            _FOOTERS.clear()
+        _FOOTERS[version] = footer
+    return footer
+
+
+def read_series(store: ArchiveStore, files: list[ArchivedFile], series_ids: list[int],
+                start: datetime, end: datetime) -> pa.Table:
+    """``timestamp, series_id, value`` of ``series_ids`` in ``[start, end)`` from metric files
+    that carry ``series_id`` (schema version 2: sorted by series, then time). Only the row
+    groups whose statistics admit one of the series and the range are read, and only these
+    three columns: one series over an hour reads one row group of one file. Each file is
+    checked against its recorded size and sha256 first (:meth:`ArchiveStore.check`).
+
+    Raises
+    ------
+    ArchiveError
+        A file is missing, replaced, cut short or not Parquet (the message names it).
+    """
+    ids = np.unique(np.asarray(series_ids, dtype=np.int64))
+    low = _micros(start)
+    high = _micros(end)
+    wanted = pa.array(ids.astype(np.int32))
+    tables = []
+    for file in files:
+        store.check(file.path, size=file.size, sha256=file.sha256)
+        try:
+            footer = _footer(store, file.path)
+            first = np.searchsorted(ids, footer.sid_min)  # the first wanted id >= each min
+            hit = (first < len(ids)) & (ids[np.minimum(first, len(ids) - 1)] <= footer.sid_max)
+            hit &= (footer.t_max >= low) & (footer.t_min < high)
+            groups = np.flatnonzero(hit).tolist()
+            if not groups:
+                continue
+            with store.fs.open_input_file(store.path(file.path)) as handle:
+                table = pq.ParquetFile(handle, metadata=footer.metadata).read_row_groups(
+                    groups, columns=SERIES_COLUMNS)
+        except (OSError, pa.ArrowException) as exc:
+            raise ArchiveError(
+                f"cannot read the archived rows of 'metrics' from {store.uri(file.path)!r}: "
+                f"{str(exc).strip().splitlines()[0]}", path=store.root) from exc
+        times = table.column("timestamp").cast(pa.int64())
+        keep = pc.and_(pc.and_(pc.greater_equal(times, low), pc.less(times, high)),
+                       pc.is_in(table.column("series_id"), value_set=wanted))
+        tables.append(table.filter(keep))
+    if not tables:
+        return pa.schema([f for f in _SERIES_SCHEMA]).empty_table()
+    return pa.concat_tables(tables)
+
+
+_SERIES_SCHEMA = pa.schema([pa.field("timestamp", pa.timestamp("us", tz="UTC")),
+                            pa.field("series_id", pa.int32()), pa.field("value", pa.float64())])
 
 
 def _series_filter(series_ids: list[int]) -> ds.Expression:

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from agts._args import check_positive_int, check_range, optional_utc
 from agts.archive._archiver import Archiver, ArchiveReport
-from agts.archive._cold import cold_files, duckdb_connection, read_cold, scan
+from agts.archive._cold import cold_files, duckdb_connection, read_cold, read_series, scan
 from agts.archive._iceberg import IcebergCatalog, SnapshotInfo, SnapshotRef
 from agts.archive._restore import restore
 from agts.archive._store import ArchiveStore
@@ -58,6 +58,8 @@ class ColdTier:
     def __init__(self, db: Database, config: ArchiveConfig) -> None:
         self.db = db
         self.config = config
+        self._metrics_spec: TableSpec | None = None  # where cold metric reads look: resolved once
+        self._stores: dict[str | None, ArchiveStore] = {}
 
     def __repr__(self) -> str:
         return f"ColdTier(root={self.config.root!r})"
@@ -70,7 +72,10 @@ class ColdTier:
         ConfigError
             Neither is set.
         """
-        return ArchiveStore.from_config(self.config, root)
+        store = self._stores.get(root)
+        if store is None:
+            store = self._stores.setdefault(root, ArchiveStore.from_config(self.config, root))
+        return store
 
     def spec(self, table: str) -> TableSpec:
         """The archive spec of ``table`` (``metrics``, ``orders``, a hypertable name)."""
@@ -81,13 +86,14 @@ class ColdTier:
 
     def archive(
         self, table: str, start: Any = None, end: Any = None, *, drop: bool = False,
-        root: str | None = None, row_group_rows: int = 1_000_000,
+        root: str | None = None, row_group_rows: int | None = None,
         metric_name: str | None = None,
     ) -> ArchiveReport:
         """See :meth:`agts.StorageEngine.archive`."""
         if not isinstance(table, str) or not table:
             raise ValidationError(f"table must be a table name, got {table!r}")
-        check_positive_int(row_group_rows, name="row_group_rows")
+        if row_group_rows is not None:
+            check_positive_int(row_group_rows, name="row_group_rows")
         start_utc = optional_utc(start, name="start")
         end_utc = optional_utc(end, name="end") or datetime.now(UTC)
         if start_utc is not None and end_utc <= start_utc:
@@ -198,26 +204,41 @@ class ColdTier:
             "table_name": pl.String, "files": pl.Int64, "rows": pl.Int64,
             "snapshot_id": pl.Int64})
 
-    def metric_rows(self, names: list[str], start: datetime, end: datetime,
-                    series_ids: list[int] | None = None) -> pl.DataFrame | None:
-        """The archived rows (``timestamp, metric_name, value, labels, series_id``) of metrics
-        ``names`` in ``[start, end)`` whose hot rows were dropped, or None when no such range
-        overlaps (one indexed look at the manifest: the common case costs no catalog look-up).
-        ``series_ids``: of these series only, where files carry ``series_id`` (files written
-        before it was archived have it null and return every series of the metrics)."""
-        if not names or start >= end:
-            return None
+    def series_points(self, names: list[str], start: datetime, end: datetime,
+                      series_ids: list[int]) -> tuple[pl.DataFrame | None, pl.DataFrame | None]:
+        """The archived points of ``series_ids`` (of metrics ``names``) in ``[start, end)`` whose
+        hot rows were dropped, from one indexed look at the manifest.
+
+        Returns ``(points, legacy)``: ``points`` (``timestamp, series_id, value``) from files that
+        carry ``series_id``, read by row group (:func:`~agts.archive._cold.read_series`);
+        ``legacy`` (``timestamp, metric_name, value, labels``) from files written before it
+        (schema version 1), every series of the metrics: the caller matches them by labels.
+        Either is None when there is nothing of its kind."""
+        if not names or not series_ids or start >= end:
+            return None, None
+        spec = self._metrics_spec
         with self.db.read_connection("read the cold tier of 'metrics'") as conn:
-            if conn.execute(_ANY_DROPPED, [METRICS, end, start]).fetchone() is None:
-                return None
-            spec = resolve(conn, METRICS)
+            if spec is None:
+                if conn.execute(_ANY_DROPPED, [METRICS, end, start]).fetchone() is None:
+                    return None, None
+                spec = self._metrics_spec = resolve(conn, METRICS)
             one = names[0] if len(names) == 1 else None
             files = sorted(set(cold_files(conn, spec, start, end, one)))
-        if not files:
-            return None
-        rows = read_cold(self.store, spec, files, start, end, metric_name=one,
-                         series_ids=series_ids)
-        return rows if one is not None else rows.filter(pl.col("metric_name").is_in(names))
+        recent = [f for f in files if f.schema_version >= 2]
+        older = [f for f in files if f.schema_version < 2]
+        points = None
+        if recent:
+            tables = [read_series(self.store(root), [f for f in recent if f.root == root],
+                                  series_ids, start, end)
+                      for root in sorted({f.root for f in recent})]
+            found = pl.from_arrow(tables[0] if len(tables) == 1 else pa.concat_tables(tables))
+            assert isinstance(found, pl.DataFrame)
+            points = found
+        legacy = None
+        if older:
+            rows = read_cold(self.store, spec, older, start, end, metric_name=one)
+            legacy = rows if one is not None else rows.filter(pl.col("metric_name").is_in(names))
+        return points, legacy
 
 
 def _problem(store: ArchiveStore, path: str, rows: int, size: int, sha: str) -> str | None:

@@ -184,7 +184,9 @@ class Database:
                 with conn:  # commits on success, rolls back on an exception
                     yield conn
             finally:
-                if autocommit and not conn.closed:
+                # Back to the pool in transaction mode, also when the block switched it itself
+                # (``conn.autocommit = True`` for a VACUUM): the next block must get its BEGIN.
+                if not conn.closed and conn.autocommit:
                     try:
                         conn.autocommit = False
                     except psycopg.Error:

@@ -216,8 +216,12 @@ class MetricsQueries:
                 hint = limit if hint is None else min(hint, limit)
             parts.append(fetch_page(self._db, ids, start, end, limit=cap, after=cursor,
                                     server_order=limit is not None, rows_hint=hint))
-        points = parts[0] if tiers == "hot" else once(pl.concat(parts)).sort(
-            "timestamp", "series_id").head(cap)
+        if tiers == "hot":
+            points = parts[0]
+        elif len(parts) == 1 or parts[1].is_empty():
+            points = parts[0].head(cap)  # the cold rows come in (timestamp, series_id) order
+        else:
+            points = once(parts[0], parts[1]).sort("timestamp", "series_id").head(cap)
         if limit is None and points.height > max_results:
             raise _too_large(max_results, None, _RAW_ADVICE)
         return with_series(points, series)
@@ -331,8 +335,8 @@ class MetricsQueries:
         low = max(start, bucket_floor(cold.get_column("timestamp").min(), width))  # type: ignore[arg-type]
         high = min(end, bucket_floor(cold.get_column("timestamp").max(), width) + width)  # type: ignore[arg-type]
         ids = series.get_column("series_id").to_list()
-        middle = once(pl.concat([cold, fetch_page(self._db, ids, low, high, limit=None,
-                                                  after=None, server_order=False)]))
+        middle = once(cold, fetch_page(self._db, ids, low, high, limit=None, after=None,
+                                       server_order=False))
         parts = [self._aggregate_sql(series, lo, hi, width, specs, groups, schema)
                  for lo, hi in ((start, low), (high, end)) if lo < hi]
         parts.append(aggregate_points(middle, groups.frame(series), width, specs, groups.columns))

@@ -1,13 +1,14 @@
 """The cold side of metric queries (``tiers="cold" | "all"``), for :class:`MetricsQueries`.
 
-The hot tier is TimescaleDB; the cold tier is what :meth:`agts.archive.ColdTier.metric_rows`
+The hot tier is TimescaleDB; the cold tier is what :meth:`agts.archive.ColdTier.series_points`
 reads: the files of units in state ``dropped``, whose rows are gone from the hot tier. A unit that
 was restored is ``verified`` again and read from the hot tier only, so ``hot ∪ cold`` holds every
 row once and a range spanning the archive boundary comes back with no gap and no overlap.
 
-Cold rows are put into the hot tier's shape by looking their series up in ``agts.series`` (series
-rows are never deleted when chunks are dropped): the same ``series_id``, ``metric_name`` and label
-struct as the hot rows, and label filters apply through the same series lookup. Aggregations over
+Cold rows carry the ``series_id`` of ``agts.series`` (series rows are never deleted when chunks are
+dropped), so label filters resolve to series ids once, for both tiers, and the cold read prunes
+the files' row groups on them; files written before ``series_id`` was archived (schema version 1)
+are matched to their series by metric name and labels. Aggregations over
 buckets the cold tier touches are computed in Polars from the raw rows of both tiers, with the
 definitions of :mod:`agts.query._aggregate`; buckets outside that span keep the SQL path.
 """
@@ -38,21 +39,18 @@ def cold_points(cold: ColdTier | None, series: pl.DataFrame, start: datetime,
                 end: datetime) -> pl.DataFrame:
     """``timestamp, series_id, value`` of ``series`` in ``[start, end)`` from dropped units only,
     ordered by (timestamp, series_id)."""
-    names = sorted(set(series.get_column("metric_name").to_list()))
-    ids = series.get_column("series_id")
-    rows = cold.metric_rows(names, start, end, ids.to_list()) if cold is not None else None
-    if rows is None or rows.is_empty():
+    if cold is None:
         return pl.DataFrame(schema=POINTS)
-    if "series_id" in rows.columns:
-        known = rows.filter(pl.col("series_id").is_not_null())
-        points = known.filter(pl.col("series_id").is_in(ids.implode())).select(*POINTS)
-        rows = rows.filter(pl.col("series_id").is_null())
-        if rows.is_empty():
-            return points.select([pl.col(c).cast(t) for c, t in POINTS.items()]).sort(
-                "timestamp", "series_id")
-        return pl.concat([points.select([pl.col(c).cast(t) for c, t in POINTS.items()]),
-                          _by_labels(rows, series)]).sort("timestamp", "series_id")
-    return _by_labels(rows, series)
+    names = sorted(set(series.get_column("metric_name").to_list()))
+    points, legacy = cold.series_points(names, start, end,
+                                        series.get_column("series_id").to_list())
+    parts = [] if points is None or points.is_empty() else [points]
+    if legacy is not None and not legacy.is_empty():
+        parts.append(_by_labels(legacy, series))
+    if not parts:
+        return pl.DataFrame(schema=POINTS)
+    frame = parts[0] if len(parts) == 1 else pl.concat(parts, how="vertical_relaxed")
+    return frame.sort("timestamp", "series_id")
 
 
 def _by_labels(rows: pl.DataFrame, series: pl.DataFrame) -> pl.DataFrame:
@@ -76,11 +74,14 @@ def _by_labels(rows: pl.DataFrame, series: pl.DataFrame) -> pl.DataFrame:
         pl.col("value").cast(pl.Float64)).sort("timestamp", "series_id")
 
 
-def once(points: pl.DataFrame) -> pl.DataFrame:
+def once(cold: pl.DataFrame, hot: pl.DataFrame) -> pl.DataFrame:
     """Cold rows followed by hot rows, each point key ``(series_id, timestamp)`` kept once: the
     first, the archived one. A point written into a range after it was archived and dropped is
     stored in the hot tier again; as within the hot tier, the first write wins."""
-    return points.unique(["series_id", "timestamp"], keep="first", maintain_order=True)
+    if cold.is_empty() or hot.is_empty():
+        return hot if cold.is_empty() else cold
+    return pl.concat([cold, hot]).unique(["series_id", "timestamp"], keep="first",
+                                         maintain_order=True)
 
 
 def _polars_agg(spec: AggSpec) -> pl.Expr:
