@@ -327,7 +327,7 @@ class MetricsQueries:
         """The buckets from the first to the last cold row are aggregated in Polars from the raw
         rows of both tiers; the buckets before and after that span go through the hot query
         (rollups included). With no cold row in the range it is the hot query unchanged."""
-        cold = cold_points(self._cold, series, start, end)
+        cold = cold_points(self._cold, series, start, end, ordered=False)
         if cold.is_empty() and tiers == "all":
             return self._aggregate_sql(series, start, end, width, specs, groups, schema)
         if cold.is_empty() or tiers == "cold":
