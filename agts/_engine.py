@@ -532,7 +532,7 @@ class StorageEngine:
         root
             Archive root (a directory or ``s3://bucket/prefix``); default ``archive.root``.
         row_group_rows
-            Rows per Parquet row group; default 65,536 for metric points (sorted by series, so
+            Rows per Parquet row group; default 32,768 for metric points (sorted by series, so
             one series' hour is one group a reader decodes alone), 1,000,000 for other tables.
 
         Raises
