@@ -180,9 +180,11 @@ def test_a_failed_commit_leaves_the_unit_exported_and_the_next_run_commits_once(
     with pytest.raises(RuntimeError, match="killed after"):
         arch.archive("metrics", DAY0, DAY0 + DAY, drop=True)
     monkeypatch.setattr(_archiver, "STEP_HOOK", None)
-    with arch.db.connection() as conn:
+    with arch.db.connection() as conn:  # 0: a commit was tried, its files may be in a snapshot
         assert conn.execute("SELECT state, snapshot_id FROM agts.archive_units").fetchall() == [
-            ("exported", None)]
+            ("exported", 0)]
+    first = int(arch.cold_snapshots("metrics")["snapshot_id"][0])
+    first_files = arch.iceberg_table("metrics").inspect.files()["file_path"].to_pylist()
     report = arch.archive("metrics", DAY0, DAY0 + DAY, drop=True)
     assert (report.units_exported, report.units_dropped) == (0, 1)
     snaps = arch.cold_snapshots("metrics")
@@ -192,6 +194,74 @@ def test_a_failed_commit_leaves_the_unit_exported_and_the_next_run_commits_once(
             "SELECT state, snapshot_id FROM agts.archive_units").fetchall()
     assert (state, snapshot) == ("dropped", snaps["snapshot_id"][0])
     assert_frame_equal(_plain(_iceberg_rows(arch)), _plain(points))
+    # A late point and a second archive: the first snapshot's files stay for reads as of it.
+    arch.insert_metrics_batch(_points(days=1, per_day=1).with_columns(
+        pl.col("timestamp") + timedelta(seconds=7)))
+    arch.archive("metrics", DAY0, DAY0 + DAY, drop=True)
+    assert all(Path(f.removeprefix("file://")).exists() for f in first_files)
+    assert arch.scan_cold("metrics", as_of=first).collect().height == points.height
+
+
+def test_the_same_points_written_again_and_archived_per_metric_are_read_once(
+        arch: agts.StorageEngine) -> None:
+    """A dropped day, its pnl points written again (other values), then pnl archived on its own:
+    two dropped units share point keys; agts keeps the first archived value of each."""
+    points = _points(days=1)
+    arch.insert_metrics_batch(points)
+    arch.archive("metrics", DAY0, DAY0 + DAY, drop=True)
+    pnl = points.filter(pl.col("metric_name") == "pnl")
+    arch.insert_metrics_batch(pnl.with_columns(pl.col("value") * -1))
+    report = arch.cold_tier.archive("metrics", DAY0, DAY0 + DAY, drop=True, metric_name="pnl")
+    assert report.units_dropped == 1 and report.failed == []
+    got = arch.query_metrics("pnl", DAY0, DAY0 + DAY, tiers="all")
+    assert_frame_equal(_plain(got), _plain(pnl))
+    daily = arch.query_aggregated("pnl", DAY0, DAY0 + DAY, "1d", ["count", "sum"], tiers="all")
+    assert daily.rows() == [(DAY0, pnl.height, pytest.approx(pnl["value"].sum()))]
+
+
+def test_a_per_metric_drop_beside_a_copy_of_the_whole_range(arch: agts.StorageEngine) -> None:
+    """The whole day copied (still hot), then one metric archived and dropped: the copy is
+    stale (it holds that metric's rows too), leaves the snapshot, and stays on disk for it."""
+    points = _points(days=1)
+    arch.insert_metrics_batch(points)
+    arch.export_cold("metrics", DAY0, DAY0 + DAY)
+    copy = arch.iceberg_table("metrics").inspect.files()["file_path"].to_pylist()
+    report = arch.cold_tier.archive("metrics", DAY0, DAY0 + DAY, drop=True, metric_name="pnl")
+    assert (report.units_dropped, report.failed) == (1, [])
+    assert_frame_equal(_plain(_iceberg_rows(arch)),
+                       _plain(points.filter(pl.col("metric_name") == "pnl")))
+    assert all(Path(f.removeprefix("file://")).exists() for f in copy)
+    for metric in ("pnl", "latency"):
+        got = arch.query_metrics(metric, DAY0, DAY0 + DAY, tiers="all")
+        assert_frame_equal(_plain(got), _plain(points.filter(pl.col("metric_name") == metric)))
+
+
+def test_a_range_whose_hot_rows_went_elsewhere_is_committed_before_it_is_marked_dropped(
+        arch: agts.StorageEngine) -> None:
+    points = _points(days=1)
+    arch.insert_metrics_batch(points)
+    arch.export_cold("metrics", DAY0, DAY0 + DAY)
+    with arch.db.connection() as conn:
+        conn.execute("UPDATE agts.archive_units SET state = 'exported', snapshot_id = NULL")
+        conn.execute("DELETE FROM agts.iceberg_tables")
+        conn.execute("SELECT drop_chunks('agts.metric_points', older_than => %s)", [DAY0 + DAY])
+    arch.archive("metrics", DAY0, DAY0 + DAY, drop=True)
+    with arch.db.connection() as conn:
+        [(state, snapshot)] = conn.execute(
+            "SELECT state, snapshot_id FROM agts.archive_units").fetchall()
+    assert state == "dropped" and snapshot == arch.cold_snapshots("metrics")["snapshot_id"][0]
+    assert_frame_equal(_plain(arch.scan_cold("metrics").collect()), _plain(points))
+
+
+def test_upgrade_waits_for_the_archive_lock_and_then_says_so(arch: agts.StorageEngine) -> None:
+    arch.insert_metrics_batch(_points(days=1))
+    arch.archive("metrics", DAY0, DAY0 + DAY, drop=True)
+    with arch.db.exclusive("archive:agts.metric_points") as held:
+        assert held
+        with pytest.raises(agts.ArchiveError, match="an archive run holds it") as info:
+            arch.upgrade_cold("metrics")
+    assert info.value.transient
+    assert arch.upgrade_cold("metrics").height == 1
 
 
 def _to_schema_version_1(engine: agts.StorageEngine) -> list[Path]:

@@ -258,7 +258,23 @@ def test_a_catalog_row_pointing_outside_the_root_is_refused(arch: agts.StorageEn
         copy = tmp_path / "copy.metadata.json"
         copy.write_bytes(Path(location.removeprefix("file://")).read_bytes())
         conn.execute("UPDATE agts.iceberg_tables SET metadata_location = %s", [f"file://{copy}"])
-    for call in (arch.cold, lambda: arch.scan_cold("metrics")):
+    before = sorted(p for p in tmp_path.rglob("*") if "archive" not in p.parts)
+    arch.insert_metrics_batch(_points(days=1).with_columns(pl.col("timestamp") + 3 * DAY))
+    for call in (arch.cold, lambda: arch.scan_cold("metrics"),
+                 lambda: arch.archive("metrics", DAY0 + 3 * DAY, DAY0 + 4 * DAY, drop=True)):
         with pytest.raises(agts.ArchiveError, match="not inside the archive root") as info:
             call()
         assert str(copy) in str(info.value)
+    # the commit refused too: nothing was written beside the planted metadata file
+    assert sorted(p for p in tmp_path.rglob("*") if "archive" not in p.parts) == before
+
+
+def test_a_missing_iceberg_metadata_file_is_an_archive_error(arch: agts.StorageEngine) -> None:
+    root, _ = _archived(arch)
+    for manifest_list in (root / "table=metrics" / "metadata").glob("snap-*.avro"):
+        manifest_list.unlink()
+    arch.insert_metrics_batch(_points(days=1).with_columns(pl.col("timestamp") + 3 * DAY))
+    for call in (arch.cold, lambda: arch.scan_cold("metrics"),
+                 lambda: arch.archive("metrics", DAY0 + 3 * DAY, DAY0 + 4 * DAY, drop=True)):
+        with pytest.raises(agts.ArchiveError, match="a file of the Iceberg table is missing"):
+            call()

@@ -272,12 +272,8 @@ class Archiver:
             problem = f"the manifest's files hold {total} rows, the unit {rows}"
         with self.db.connection(f"archive {self.spec.qualified}") as conn:
             hot = count_hot(conn, self.spec, unit.start, unit.end, unit.metric_name)
-            if problem is None and hot != rows and hot == 0:
-                log.warning("%s: the hot rows are gone (dropped outside agts?); the verified files "
-                            "are now the only copy", unit)
-                self._set_state(conn, unit_id, "dropped")
-                return
-            if problem is None and hot != rows:
+            gone = problem is None and hot != rows and hot == 0
+            if problem is None and hot != rows and not gone:
                 problem = f"the hot tier now holds {hot} rows, the files {rows} (late writes)"
             if problem is not None and hot == 0 and rows > 0:
                 raise _Damaged(
@@ -289,6 +285,13 @@ class Archiver:
                 return
         snapshot = self.commit(f"verified {unit}", unit_id)
         _hook("committed", unit)
+        if gone:
+            log.warning("%s: the hot rows are gone (dropped outside agts?); the verified files "
+                        "are now the only copy", unit)
+            with self.db.connection(f"archive {self.spec.qualified}") as conn:
+                conn.execute("UPDATE agts.archive_units SET state = 'dropped', snapshot_id = %s, "
+                             "updated_at = now() WHERE unit_id = %s", [snapshot, unit_id])
+            return
         with self.db.connection(f"archive {self.spec.qualified}") as conn:
             conn.execute("UPDATE agts.archive_units SET state = 'verified', snapshot_id = %s, "
                          "updated_at = now() WHERE unit_id = %s AND state = 'exported'",
@@ -301,6 +304,10 @@ class Archiver:
         ``unit_id``): one snapshot, or none when it already does (``why`` goes into its summary).
         Returns the current snapshot id (None: no file to hold, no table)."""
         with self.db.connection(f"archive {self.spec.qualified}") as conn:
+            # Committed before the Iceberg commit: every unit whose files it may hold is marked
+            # (snapshot_id 0 until the commit's id is known), so no later step deletes a file a
+            # snapshot refers to, even if this process dies right after the commit.
+            conn.execute(_MARK_COMMITTING, [unit_id, self.spec.name])
             rows = conn.execute(_COMMITTED_FILES, [self.spec.name, unit_id]).fetchall()
         stores: dict[str, ArchiveStore] = {self.store.root: self.store}
         uris = []
@@ -308,7 +315,13 @@ class Archiver:
             store = stores.get(root) or stores.setdefault(root, ArchiveStore(
                 root, s3_endpoint=self.store.s3_endpoint, s3_region=self.store.s3_region))
             uris.append(store.file_uri(path))
-        return self.iceberg.sync(self.spec, uris, {"agts.reason": why[:200]})
+        snapshot = self.iceberg.sync(self.spec, uris, {"agts.reason": why[:200]})
+        if snapshot is not None:
+            with self.db.connection(f"archive {self.spec.qualified}") as conn:
+                conn.execute("UPDATE agts.archive_units SET snapshot_id = %s WHERE table_name = %s "
+                             "AND state IN ('verified', 'dropped') AND snapshot_id = 0",
+                             [snapshot, self.spec.name])
+        return snapshot
 
     def _check_files(self, files: list[tuple[Any, ...]]) -> str | None:
         for path, rows, size, sha in files:
@@ -359,7 +372,7 @@ class Archiver:
                     self.spec.identifier, self.spec.where(unit.start, unit.end, unit.metric_name)))
                 # A copy of the whole range taken before now also holds these rows: forget it
                 # (it is re-exported without them before its own drop).
-                stale = [r[0] for r in conn.execute(
+                stale = [(str(r[0]), bool(r[1])) for r in conn.execute(
                     """
                     DELETE FROM agts.archive_files f USING agts.archive_units u
                     WHERE f.unit_id = u.unit_id AND u.hypertable = %s AND u.metric_name IS NULL
@@ -433,6 +446,13 @@ class Archiver:
 _UNIT_WHERE = ("WHERE hypertable = %s AND range_start = %s AND range_end = %s "
                "AND metric_name IS NOT DISTINCT FROM %s")
 
+
+#: Before a commit: the units whose files it may hold get snapshot_id 0 ("a commit was tried":
+#: their files may be in a snapshot and are never deleted); NULL stays "never committed".
+_MARK_COMMITTING = """
+UPDATE agts.archive_units SET snapshot_id = 0
+WHERE snapshot_id IS NULL AND (unit_id = %s OR (table_name = %s AND state IN ('verified', 'dropped')))
+"""
 
 #: The files the Iceberg table should hold: those of verified and dropped units (and of one unit
 #: being committed), but a per-metric copy of a range whose whole copy is verified (its rows are

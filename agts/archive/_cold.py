@@ -13,6 +13,7 @@ a snapshot lists must lie inside the archive root.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import threading
@@ -38,7 +39,7 @@ from agts.config import ArchiveConfig, StorageConfig
 from agts.errors import ArchiveError, ValidationError
 
 __all__ = ["ArchivedFile", "cold", "cold_files", "duckdb_connection", "empty_frame",
-           "read_cold", "read_files", "read_series", "scan", "snapshot_paths"]
+           "read_cold", "read_files", "read_series", "scan", "snapshot_paths", "units_overlap"]
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +171,9 @@ class ArchivedFile(NamedTuple):
     size: int
     sha256: str
     schema_version: int = 2
+    unit_start: datetime | None = None  # the range of the file's unit
+    unit_end: datetime | None = None
+    unit_id: int | None = None
 
 
 def cold_files(conn: Any, spec: TableSpec, start: datetime, end: datetime,
@@ -177,16 +181,27 @@ def cold_files(conn: Any, spec: TableSpec, start: datetime, end: datetime,
     """The files holding rows of ``[start, end)`` that are gone from the hot tier."""
     rows = conn.execute(
         """
-        SELECT u.root, f.path, f.bytes, f.sha256, f.schema_version
+        SELECT u.root, f.path, f.bytes, f.sha256, f.schema_version, u.range_start, u.range_end,
+               u.unit_id
         FROM agts.archive_files f JOIN agts.archive_units u USING (unit_id)
         WHERE u.hypertable = %s AND u.state = 'dropped' AND u.range_start < %s AND u.range_end > %s
           AND f.max_time >= %s AND f.min_time < %s
           AND (u.metric_name IS NULL OR %s::text IS NULL OR u.metric_name = %s::text)
-        ORDER BY f.min_time
+        ORDER BY u.unit_id, f.min_time
         """,
         [spec.qualified, end, start, start, end, metric_name, metric_name],
     ).fetchall()
-    return [ArchivedFile(str(r[0]), str(r[1]), int(r[2]), str(r[3]), int(r[4])) for r in rows]
+    return [ArchivedFile(str(r[0]), str(r[1]), int(r[2]), str(r[3]), int(r[4]), r[5], r[6],
+                         int(r[7])) for r in rows]
+
+
+def units_overlap(files: list[ArchivedFile]) -> bool:
+    """Whether two of the files' units cover a common instant (a range archived whole and a
+    per-metric copy of points written into it after it was dropped): their rows may share point
+    keys, so a reader must keep each key once."""
+    ranges = sorted({(f.unit_start, f.unit_end, f.unit_id) for f in files
+                     if f.unit_start is not None and f.unit_end is not None})
+    return any(b[0] < a[1] for a, b in itertools.pairwise(ranges))
 
 
 def read_cold(

@@ -153,11 +153,23 @@ class IcebergCatalog:
         """The Iceberg table of archive table ``name``, or None when nothing was committed."""
         from pyiceberg.exceptions import NoSuchTableError
 
+        with self.db.connection(f"read the Iceberg catalog row of {name!r}") as conn:
+            row = conn.execute(
+                "SELECT metadata_location FROM agts.iceberg_tables WHERE catalog_name = %s "
+                "AND table_namespace = %s AND table_name = %s", [CATALOG, NAMESPACE, name]
+            ).fetchone()
+        if row is None:
+            return None
+        # A catalog row is data anyone with write access to it can change: its metadata file,
+        # and so every file it leads to, must lie inside the archive root before it is read.
+        self.store.relative(str(row[0] or ""))
         with self._errors(f"load the Iceberg table {NAMESPACE}.{name}"):
             try:
-                return self.catalog.load_table(self.identifier(name))
+                table = self.catalog.load_table(self.identifier(name))
             except NoSuchTableError:
                 return None
+        self.store.relative(table.location().rstrip("/"))
+        return table
 
     def tables(self) -> list[str]:
         """Names of the tables in the catalog's namespace."""
@@ -206,7 +218,8 @@ class IcebergCatalog:
                     _fs_path(files[0])) as handle:
                 sample = pq.read_schema(handle)
             table = self._create(spec, sample)
-        current = dict(_data_files(table))
+        with self._errors(f"read the current snapshot of {NAMESPACE}.{spec.name}"):
+            current = dict(_data_files(table))
         wanted = set(files)
         removed = [data for path, data in current.items() if path not in wanted]
         added = [path for path in files if path not in current]
@@ -313,8 +326,11 @@ class IcebergCatalog:
         (a :class:`StorageError` raised inside passes unchanged)."""
         try:
             yield
-        except (StorageError, FileNotFoundError):
+        except StorageError:
             raise
+        except FileNotFoundError as exc:
+            raise ArchiveError(f"cannot {action}: a file of the Iceberg table is missing "
+                               f"({exc.filename or exc})", path=self.store.root) from exc
         except Exception as exc:
             from pyiceberg.exceptions import CommitFailedException
             from sqlalchemy.exc import DBAPIError

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from agts._args import check_positive_int, check_range, optional_utc
 from agts.archive._archiver import Archiver, ArchiveReport
-from agts.archive._cold import cold_files, duckdb_connection, read_cold, read_series, scan
+from agts.archive._cold import cold_files, duckdb_connection, read_cold, read_series, scan, units_overlap
 from agts.archive._iceberg import IcebergCatalog, SnapshotInfo, SnapshotRef
 from agts.archive._restore import restore
 from agts.archive._store import ArchiveStore
@@ -195,10 +195,17 @@ class ColdTier:
             roots = checked.group_by("root").len().sort("len", descending=True)
             root = str(roots["root"][0]) if roots.height else None
             archiver = Archiver(self.db, self.store(root), spec)
-            try:
-                snapshot = archiver.commit("upgrade: register the archived files")
-            finally:
-                archiver.iceberg.close()
+            # The table's archive lock: a run committing meanwhile would otherwise see its files
+            # left out of the snapshot this commit makes from an older reading of the manifest.
+            with self.db.exclusive(f"archive:{spec.qualified}", wait=5.0) as held:
+                if not held:
+                    raise ArchiveError(
+                        f"cannot upgrade the archive of {name!r} now: an archive run holds it; "
+                        "try again when it is done", path=root or "", transient=True)
+                try:
+                    snapshot = archiver.commit("upgrade: register the archived files")
+                finally:
+                    archiver.iceberg.close()
             results.append((name, checked.height, int(checked["rows"].sum() or 0), snapshot))
         return pl.DataFrame(results, orient="row", schema={
             "table_name": pl.String, "files": pl.Int64, "rows": pl.Int64,
@@ -228,12 +235,15 @@ class ColdTier:
         older = [f for f in files if f.schema_version < 2]
         points = None
         if recent:
+            roots = list(dict.fromkeys(f.root for f in recent))  # in the order units were made
             tables = [read_series(self.store(root), [f for f in recent if f.root == root],
-                                  series_ids, start, end)
-                      for root in sorted({f.root for f in recent})]
+                                  series_ids, start, end) for root in roots]
             found = pl.from_arrow(tables[0] if len(tables) == 1 else pa.concat_tables(tables))
             assert isinstance(found, pl.DataFrame)
             points = found
+            if units_overlap(recent):  # the first archived copy of a point key wins
+                points = points.unique(["series_id", "timestamp"], keep="first",
+                                       maintain_order=True)
         legacy = None
         if older:
             rows = read_cold(self.store, spec, older, start, end, metric_name=one)

@@ -45,12 +45,15 @@ def cold_points(cold: ColdTier | None, series: pl.DataFrame, start: datetime,
     names = sorted(set(series.get_column("metric_name").to_list()))
     points, legacy = cold.series_points(names, start, end,
                                         series.get_column("series_id").to_list())
-    parts = [] if points is None or points.is_empty() else [points]
+    parts = []
     if legacy is not None and not legacy.is_empty():
-        parts.append(_by_labels(legacy, series))
+        parts.append(_by_labels(legacy, series))  # archived before the files with series ids
+    if points is not None and not points.is_empty():
+        parts.append(points)
     if not parts:
         return pl.DataFrame(schema=POINTS)
-    frame = parts[0] if len(parts) == 1 else pl.concat(parts, how="vertical_relaxed")
+    frame = parts[0] if len(parts) == 1 else pl.concat(parts, how="vertical_relaxed").unique(
+        ["series_id", "timestamp"], keep="first", maintain_order=True)
     return frame.sort("timestamp", "series_id") if ordered else frame
 
 
