@@ -24,6 +24,7 @@ from agts.archive._archiver import DROP_LOCK_TIMEOUT_SEC
 from agts.archive._tables import METRICS
 from agts.config import RetentionConfig
 from agts.db._database import Database
+from agts.errors import StorageError
 from agts.retention._policy import MetricPolicy, TablePolicy, metric_policies, table_policies
 
 __all__ = ["Parts", "RetentionReport", "run_retention"]
@@ -270,8 +271,13 @@ def _compress(db: Database, policies: list[TablePolicy], before: datetime,
                 with db.connection("run retention") as conn:
                     conn.execute("SELECT compress_chunk(%s::regclass, if_not_compressed => true)",
                                  [f"{chunk.schema}.{chunk.name}"])
-            except psycopg.errors.DuplicateObject:
-                continue  # the native compression job got there first
+            except StorageError as exc:
+                # Database.connection translates driver errors: the native compression job got
+                # there first ("chunk ... is already compressed", despite if_not_compressed when
+                # both run at the same moment).
+                if isinstance(exc.__cause__, psycopg.errors.DuplicateObject):
+                    continue
+                raise
             report.chunks_compressed += 1
 
 
