@@ -328,3 +328,21 @@ def test_an_archive_of_schema_version_1_is_registered_by_upgrade(
         assert_frame_equal(_plain(duck.sql("SELECT * FROM metrics").pl()), _plain(points))
     got = arch.query_metrics("pnl", DAY0, DAY0 + 3 * DAY, {"venue": "y"}, tiers="all")
     assert_frame_equal(_plain(got), _plain(want))
+
+
+def test_an_archive_run_registers_files_archived_before_iceberg(arch: agts.StorageEngine) -> None:
+    """A database archived before this version, run again (the demo on its own database, a
+    retention job): the run registers the old files, so DuckDB and Polars see them."""
+    points = _points(days=1)
+    arch.insert_metrics_batch(points)
+    arch.archive("metrics", DAY0, DAY0 + DAY, drop=True)
+    _to_schema_version_1(arch)
+    report = arch.archive("metrics", DAY0, DAY0 + DAY, drop=True)
+    assert (report.units_exported, report.units_dropped) == (0, 0)  # nothing new to archive
+    with arch.cold() as duck:
+        assert duck.execute("SELECT count(*) FROM metrics").fetchone() == (points.height,)
+    with arch.db.connection() as conn:
+        [(snapshot,)] = conn.execute("SELECT snapshot_id FROM agts.archive_units").fetchall()
+    assert snapshot == arch.cold_snapshots("metrics")["snapshot_id"][0]
+    arch.archive("metrics", DAY0, DAY0 + DAY, drop=True)
+    assert arch.cold_snapshots("metrics").height == 1  # and only once

@@ -149,6 +149,10 @@ class Archiver:
                     except _Damaged as exc:
                         log.error("%s", exc)
                         report.failed.append((str(unit), str(exc)))
+                with self.db.connection(f"archive {self.spec.qualified}") as conn:
+                    behind = conn.execute(_UNCOMMITTED, [self.spec.name]).fetchone() is not None
+                if behind:  # archived before Iceberg, or a commit whose outcome is unknown
+                    self.commit("register the archived files the table does not hold yet")
             finally:
                 self.iceberg.close()
         report.duration_sec = time.perf_counter() - began
@@ -452,6 +456,16 @@ _UNIT_WHERE = ("WHERE hypertable = %s AND range_start = %s AND range_end = %s "
 _MARK_COMMITTING = """
 UPDATE agts.archive_units SET snapshot_id = 0
 WHERE snapshot_id IS NULL AND (unit_id = %s OR (table_name = %s AND state IN ('verified', 'dropped')))
+"""
+
+#: Verified or dropped units with files that no recorded commit holds: written before the cold
+#: tier was on Iceberg (an existing archive), or a commit that died before its id was recorded.
+_UNCOMMITTED = """
+SELECT 1 FROM agts.archive_units u
+WHERE u.table_name = %s AND u.state IN ('verified', 'dropped')
+  AND (u.snapshot_id IS NULL OR u.snapshot_id = 0)
+  AND EXISTS (SELECT 1 FROM agts.archive_files f WHERE f.unit_id = u.unit_id)
+LIMIT 1
 """
 
 #: The files the Iceberg table should hold: those of verified and dropped units (and of one unit
