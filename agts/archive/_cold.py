@@ -207,12 +207,10 @@ def units_overlap(files: list[ArchivedFile]) -> bool:
 def read_cold(
     stores: Callable[[str], ArchiveStore], spec: TableSpec, files: list[ArchivedFile],
     start: datetime, end: datetime, *, metric_name: str | None = None, root: str | None = None,
-    series_ids: list[int] | None = None,
 ) -> pl.DataFrame:
     """The rows of ``files`` inside ``[start, end)`` (and of one metric), ordered by time;
-    ``stores`` gives the store of a root, ``root`` overrides every file's. ``series_ids``: only
-    these series' rows from files that carry ``series_id`` (older files return all their rows of
-    the metric: the caller matches them by labels)."""
+    ``stores`` gives the store of a root, ``root`` overrides every file's. (Series of metric
+    points are read by :func:`read_series`.)"""
     if not files:
         return empty_frame(spec)
     time_column = spec.archive_time_column
@@ -223,15 +221,8 @@ def read_cold(
     tables = []
     for file_root in sorted({f.root for f in files}):
         store = stores(root if root is not None else file_root)
-        for with_ids in (True, False):
-            group = [f for f in files if f.root == file_root
-                     and (f.schema_version >= 2) == with_ids]
-            if not group:
-                continue
-            where = expr
-            if with_ids and series_ids is not None and spec.name == METRICS:
-                where = _series_filter(series_ids) & expr
-            tables.append(read_files(store, group, spec, filter=where))
+        tables.append(read_files(store, [f for f in files if f.root == file_root], spec,
+                                 filter=expr))
     frame = pl.from_arrow(pa.concat_tables(tables, promote_options="default"))
     assert isinstance(frame, pl.DataFrame)
     return frame.sort(time_column, maintain_order=True)
@@ -334,24 +325,12 @@ def read_series(store: ArchiveStore, files: list[ArchivedFile], series_ids: list
                        pc.is_in(table.column("series_id"), value_set=wanted))
         tables.append(table.filter(keep))
     if not tables:
-        return pa.schema([f for f in _SERIES_SCHEMA]).empty_table()
+        return _SERIES_SCHEMA.empty_table()
     return pa.concat_tables(tables)
 
 
 _SERIES_SCHEMA = pa.schema([pa.field("timestamp", pa.timestamp("us", tz="UTC")),
                             pa.field("series_id", pa.int32()), pa.field("value", pa.float64())])
-
-
-def _series_filter(series_ids: list[int]) -> ds.Expression:
-    """``series_id`` in the list: a range test as well, which row-group statistics prune on."""
-    low, high = min(series_ids), max(series_ids)
-    field = ds.field("series_id")
-    expr = (field >= low) & (field <= high)
-    if len(series_ids) == 1:
-        return field == low
-    if high - low + 1 == len(set(series_ids)):
-        return expr
-    return expr & field.isin(pa.array(sorted(set(series_ids)), pa.int32()))
 
 
 def read_files(store: ArchiveStore, files: list[ArchivedFile], spec: TableSpec, *,
